@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite on a fresh machine: installs the native dependencies (idempotent), then runs
+# every test in the release profile (one profile: the C/C++ dependencies build once), and the
+# engine's tests once more without the built-in stages, to prove it builds without libtorch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup-deps.sh
+cargo test --release --locked --workspace
+cargo test --release --locked --no-default-features --lib

@@ -1,0 +1,198 @@
+//! `pipeline.yaml` → a validated, fully resolved [`Pipeline`] of stage instances.
+//!
+//! Three passes, all collecting diagnostics instead of stopping at the first problem:
+//! 1. [`yaml::parse`] builds a span-carrying tree (the only contact with the YAML crate);
+//! 2. `decl` reads that tree into per-stage declarations (shape and type errors, unknown keys);
+//! 3. `resolve` orders stages (a cycle is spelled out), expands `matrix`/`foreach` sweeps into
+//!    instances such as `sim[sigma=1e-9]`, binds each input reference to upstream instances,
+//!    interpolates global params, and checks built-in params against their schema.
+//!
+//! The result holds values, not YAML: keys, scheduling and execution never see the YAML crate.
+//! What this module does not do: hash files, read the cache, or run anything.
+
+pub mod yaml;
+mod decl;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::diag::Diagnostic;
+use crate::registry::{Registry, StageKind};
+use yaml::Span;
+
+pub use resolve::{format_value, parse_selector, Selector};
+
+/// The version of the `pipeline.yaml` format this build reads.
+pub const PIPELINE_FORMAT: i64 = 1;
+
+/// A pipeline after validation: every stage instance with its inputs bound.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline file as the user named it (for messages).
+    pub file: PathBuf,
+    /// The directory holding the pipeline file; external paths and `out/` are relative to it.
+    pub root: PathBuf,
+    pub source: String,
+    pub params: BTreeMap<String, Json>,
+    /// Instances in a topological order (every upstream before its consumers).
+    pub instances: Vec<Instance>,
+}
+
+/// One runnable unit: a stage, or one point of a stage's sweep.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// `gen`, or `sim[sigma=1e-9]` for a sweep point.
+    pub name: String,
+    /// The declared stage this instance comes from.
+    pub stage: String,
+    /// Sweep coordinates, sorted by key (empty for plain stages).
+    pub matrix: Vec<(String, Json)>,
+    pub body: Body,
+    pub kind: StageKind,
+    /// Final params: defaults, declared values, interpolated globals and sweep coordinates.
+    pub params: BTreeMap<String, Json>,
+    /// Sorted by port name.
+    pub inputs: Vec<Input>,
+    /// Sorted by output name.
+    pub outputs: Vec<Output>,
+    /// Environment variables whose values enter the key (sorted, unique).
+    pub env: Vec<String>,
+    pub resources: Resources,
+    /// Requested device (`auto`, `cpu`, `cuda`, `mps`) for device-dependent built-ins.
+    pub device: Option<String>,
+    pub uses_torch: bool,
+    pub device_dependent: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Builtin { name: String, version: u32 },
+    /// argv template after global-param interpolation; `${inputs.x}`, `${outputs.x}` and
+    /// `${params.x}` are substituted per run (never through a shell).
+    Cmd { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub port: String,
+    pub sources: Vec<InputSource>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSource {
+    /// An output of an upstream instance (index into [`Pipeline::instances`]).
+    Upstream { instance: usize, output: String },
+    /// A file or directory in the workspace, relative to the pipeline root, tracked by content.
+    External { path: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: String,
+    /// Where the stage writes it, relative to its staging directory.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resources {
+    pub cpus: u32,
+    pub gpus: u32,
+    /// Bytes of memory the stage expects to need (0 = unspecified).
+    pub memory: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { cpus: 1, gpus: 0, memory: 0 }
+    }
+}
+
+impl Pipeline {
+    pub fn instance(&self, name: &str) -> Option<usize> {
+        self.instances.iter().position(|i| i.name == name)
+    }
+
+    /// Workspace directory of an instance, relative to the root: `out/gen` or `out/sim/sigma=1e-9`.
+    pub fn out_dir(&self, index: usize) -> PathBuf {
+        let inst = &self.instances[index];
+        let mut p = PathBuf::from("out").join(&inst.stage);
+        if !inst.matrix.is_empty() {
+            let coords: Vec<String> =
+                inst.matrix.iter().map(|(k, v)| format!("{k}={}", sanitize(&format_value(v)))).collect();
+            p.push(coords.join(","));
+        }
+        p
+    }
+
+    /// Renders diagnostics against this pipeline's source.
+    pub fn file_name(&self) -> String {
+        self.file.display().to_string()
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect()
+}
+
+/// Problems found while loading a pipeline, ready to render against `source`.
+#[derive(Debug)]
+pub struct Invalid {
+    pub file: String,
+    pub source: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Invalid {
+    pub fn render(&self) -> String {
+        let mut out: String = self.diagnostics.iter().map(|d| d.render(&self.file, &self.source) + "\n").collect();
+        let n = self.diagnostics.len();
+        out.push_str(&format!("{} in `{}`; nothing was run\n", plural(n, "problem"), self.file));
+        out
+    }
+}
+
+pub(crate) fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+/// Reads and validates a pipeline file.
+pub fn load(file: &Path, registry: &Registry) -> Result<Pipeline, Invalid> {
+    let shown = file.display().to_string();
+    let source = std::fs::read_to_string(file).map_err(|e| Invalid {
+        file: shown.clone(),
+        source: String::new(),
+        diagnostics: vec![Diagnostic::global(format!("cannot read pipeline file `{shown}`: {e}"))
+            .hint("run from the directory holding pipeline.yaml, or pass --pipeline PATH")],
+    })?;
+    let root = file
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."));
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    from_source(file, &root, source, registry)
+}
+
+/// Validates pipeline text; `file` is only used in messages, `root` anchors relative paths.
+pub fn from_source(file: &Path, root: &Path, source: String, registry: &Registry) -> Result<Pipeline, Invalid> {
+    let shown = file.display().to_string();
+    let invalid = |source: String, diagnostics| Invalid { file: shown.clone(), source, diagnostics };
+    let tree = match yaml::parse(&source) {
+        Ok(t) => t,
+        Err(e) => return Err(invalid(source, vec![Diagnostic::new(e.message, e.span)])),
+    };
+    let mut diags = Vec::new();
+    let decls = decl::read(&tree, registry, &mut diags);
+    let resolved = resolve::resolve(&decls, registry, &mut diags);
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| d.span.map(|s| (s.line, s.col)).unwrap_or((usize::MAX, 0)));
+        return Err(invalid(source, diags));
+    }
+    Ok(Pipeline { file: file.to_path_buf(), root: root.to_path_buf(), source, params: decls.params_values(), instances: resolved })
+}
+
+#[cfg(test)]
+mod tests;

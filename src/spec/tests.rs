@@ -1,0 +1,124 @@
+//! Unit tests of pipeline loading: sweeps, binding of references, interpolation, selectors.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+
+fn load(yaml: &str) -> Pipeline {
+    from_source(Path::new("pipeline.yaml"), Path::new("/p"), yaml.to_string(), &Registry::default()).unwrap_or_else(|e| panic!("{}", e.render()))
+}
+
+fn errors(yaml: &str) -> String {
+    from_source(Path::new("pipeline.yaml"), Path::new("/p"), yaml.to_string(), &Registry::default()).unwrap_err().render()
+}
+
+fn names(p: &Pipeline) -> Vec<&str> {
+    p.instances.iter().map(|i| i.name.as_str()).collect()
+}
+
+fn ups(p: &Pipeline, name: &str, port: &str) -> Vec<String> {
+    let i = &p.instances[p.instance(name).unwrap()];
+    i.inputs.iter().find(|x| x.port == port).unwrap().sources.iter().map(|s| match s {
+        InputSource::Upstream { instance, .. } => p.instances[*instance].name.clone(),
+        InputSource::External { path } => path.clone(),
+    }).collect()
+}
+
+const SWEEP: &str = r#"
+params:
+  sigmas: [1e-9, 1e-8]
+stages:
+  sim:
+    matrix: {sigma: "${sigmas}", seed: [1, 2]}
+    cmd: [run, "${params.sigma}", "${outputs.t}"]
+    outputs: {t: t.csv}
+  per_sigma:
+    matrix: {sigma: "${sigmas}"}
+    cmd: [agg, "${inputs.t}", "${outputs.o}"]
+    inputs: {t: sim.t}
+    outputs: {o: o}
+  all:
+    cmd: [agg, "${inputs.t}", "${outputs.o}"]
+    inputs: {t: sim.t}
+    outputs: {o: o}
+  one:
+    cmd: [cp, "${inputs.t}", "${outputs.o}"]
+    inputs: {t: "sim[sigma=1e-8, seed=2].t"}
+    outputs: {o: o}
+"#;
+
+#[test]
+fn matrix_expands_to_named_instances_in_order() {
+    let p = load(SWEEP);
+    assert_eq!(
+        &names(&p)[..4],
+        ["sim[seed=1,sigma=1e-9]", "sim[seed=2,sigma=1e-9]", "sim[seed=1,sigma=1e-8]", "sim[seed=2,sigma=1e-8]"]
+    );
+    let i = &p.instances[0];
+    assert_eq!(i.params["sigma"], json!(1e-9));
+    assert_eq!(i.params["seed"], json!(1));
+    assert_eq!(p.out_dir(0), Path::new("out/sim/seed=1,sigma=1e-9"));
+}
+
+#[test]
+fn references_pair_shared_sweep_keys_and_gather_the_rest() {
+    let p = load(SWEEP);
+    assert_eq!(ups(&p, "per_sigma[sigma=1e-9]", "t"), ["sim[seed=1,sigma=1e-9]", "sim[seed=2,sigma=1e-9]"]);
+    assert_eq!(ups(&p, "all", "t").len(), 4);
+    assert_eq!(ups(&p, "one", "t"), ["sim[seed=2,sigma=1e-8]"]);
+}
+
+#[test]
+fn whole_value_interpolation_keeps_types_and_embedded_formats() {
+    let p = load("params:\n  lr: 3e-4\n  steps: 10\nstages:\n  t:\n    cmd: [train, \"--lr=${lr}\"]\n    params: {lr: \"${lr}\", steps: \"${steps}\", tag: \"run-${steps}\", cost: \"$$5\"}\n    outputs: {o: o}\n");
+    let i = &p.instances[0];
+    assert_eq!(i.params["lr"], json!(3e-4));
+    assert_eq!(i.params["steps"], json!(10));
+    assert_eq!(i.params["tag"], json!("run-10"));
+    assert_eq!(i.params["cost"], json!("$5"));
+    assert_eq!(i.body, Body::Cmd { argv: vec!["train".into(), "--lr=0.0003".into()] });
+}
+
+#[test]
+fn selectors_match_values_not_spelling() {
+    let p = load(SWEEP);
+    let sel = parse_selector("sim[sigma=0.000000001]").unwrap();
+    assert_eq!(p.instances.iter().filter(|i| sel.matches(i)).count(), 2);
+    let sel = parse_selector("sim").unwrap();
+    assert_eq!(p.instances.iter().filter(|i| sel.matches(i)).count(), 4);
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let e = errors("stages:\n  a:\n    cmd: [x]\n    outputs: {o: /abs}\n  b:\n    cmd: [x]\n    inputs: {i: zz.o}\n    outputs: {o: o}\n  c:\n    usess: x\n");
+    assert!(e.contains("output path `/abs` of `o` is absolute"), "{e}");
+    assert!(e.contains("unknown stage `zz`"), "{e}");
+    assert!(e.contains("unknown key `usess` in stage `c`"), "{e}");
+    assert!(e.contains("stage `c` has neither `uses` nor `cmd`"), "{e}");
+    assert!(e.contains("4 problems"), "{e}");
+}
+
+#[test]
+fn a_pinned_value_outside_the_grid_is_an_error() {
+    let e = errors(&SWEEP.replace("sigma=1e-8, seed=2", "sigma=5, seed=2"));
+    assert!(e.contains("matches no instance of stage `sim`"), "{e}");
+}
+
+#[cfg(feature = "builtin-stages")]
+#[test]
+fn builtin_params_get_defaults_and_types() {
+    let p = from_source(
+        Path::new("pipeline.yaml"),
+        Path::new("/p"),
+        "stages:\n  g:\n    uses: tensor.random\n    params: {rows: 2, cols: 3, std: 1}\n".into(),
+        &Registry::builtin(),
+    )
+    .unwrap_or_else(|e| panic!("{}", e.render()));
+    let i = &p.instances[0];
+    assert_eq!(i.params["std"], json!(1.0), "integers widen to floats for float params");
+    assert_eq!(i.params["dtype"], json!("bf16"), "defaults are filled in");
+    assert!(i.device_dependent && i.uses_torch);
+    assert_eq!(i.device.as_deref(), Some("auto"));
+}

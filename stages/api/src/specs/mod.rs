@@ -1,0 +1,176 @@
+//! The static list of every built-in stage's metadata ([`ALL`]), in the order `catalogue()`
+//! returns it, with one submodule per stage family holding the specs. Nothing here may touch
+//! libtorch: the orchestrator links this crate, and only `azimuth-worker` links libtorch.
+//!
+//! The tests at the bottom check the catalogue itself: unique names, defaults that parse and
+//! match their declared types, sane bounds and ports.
+
+use crate::StageSpec;
+
+pub mod tensor;
+
+/// Every built-in stage. Add new stages here and in `azimuth-stages`' `impls::dispatch`.
+pub(crate) static ALL: &[StageSpec] = &[tensor::RANDOM, tensor::SUMMARY];
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+    use crate::{ParamType, StageKind};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn stage_names_are_unique_and_dotted() {
+        let mut seen = BTreeSet::new();
+        for s in ALL {
+            assert!(seen.insert(s.name), "duplicate stage name `{}`", s.name);
+            let parts: Vec<&str> = s.name.split('.').collect();
+            assert!(parts.len() >= 2, "`{}` is not `<family>.<stage>`", s.name);
+            for p in parts {
+                assert!(
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "`{}` has a bad segment `{p}`",
+                    s.name
+                );
+            }
+            assert!(s.version >= 1, "`{}` has version 0", s.name);
+            assert!(!s.summary.is_empty(), "`{}` has no summary", s.name);
+        }
+    }
+
+    #[test]
+    fn param_defaults_parse_and_match_their_types() {
+        for s in ALL {
+            let mut names = BTreeSet::new();
+            for p in s.params {
+                assert!(
+                    names.insert(p.name),
+                    "`{}`: duplicate param `{}`",
+                    s.name,
+                    p.name
+                );
+                assert!(
+                    !p.doc.is_empty(),
+                    "`{}`: param `{}` has no doc",
+                    s.name,
+                    p.name
+                );
+                match p.ty {
+                    ParamType::Int { min, max } | ParamType::IntList { min, max } => {
+                        assert!(min <= max, "`{}`.`{}`: empty range", s.name, p.name)
+                    }
+                    ParamType::Float { min, max } => assert!(
+                        min <= max && min.is_finite() && max.is_finite(),
+                        "`{}`.`{}`: bad range",
+                        s.name,
+                        p.name
+                    ),
+                    ParamType::Choice(c) => {
+                        assert!(!c.is_empty(), "`{}`.`{}`: no choices", s.name, p.name)
+                    }
+                    _ => {}
+                }
+                if let Some(default) = p.default_value() {
+                    let value = default.unwrap_or_else(|e| panic!("`{}`: {e}", s.name));
+                    p.ty.check(&value).unwrap_or_else(|e| {
+                        panic!(
+                            "`{}`: default of `{}` does not match its type: {e}",
+                            s.name, p.name
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ports_are_unique_and_flags_are_input_only() {
+        for s in ALL {
+            let mut names = BTreeSet::new();
+            for p in s.inputs.iter().chain(s.outputs) {
+                assert!(
+                    names.insert(p.name),
+                    "`{}`: duplicate port `{}`",
+                    s.name,
+                    p.name
+                );
+            }
+            for o in s.outputs {
+                assert!(
+                    !o.many && !o.optional,
+                    "`{}`: output `{}` is many/optional",
+                    s.name,
+                    o.name
+                );
+            }
+            assert!(!s.outputs.is_empty(), "`{}` has no outputs", s.name);
+        }
+    }
+
+    #[test]
+    fn device_dependence_implies_torch() {
+        for s in ALL {
+            assert!(!s.device_dependent || s.uses_torch, "`{}`", s.name);
+        }
+    }
+
+    #[test]
+    fn the_two_tensor_stages_are_declared_as_specified() {
+        let random = crate::find("tensor.random").expect("tensor.random");
+        assert_eq!(random.kind, StageKind::Generator);
+        assert!(random.uses_torch && random.device_dependent);
+        let req: Vec<&str> = random
+            .params
+            .iter()
+            .filter(|p| p.default.is_none())
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(req, ["rows", "cols"]);
+        assert_eq!(random.param("dtype").unwrap().default, Some("\"bf16\""));
+        assert_eq!(
+            random.outputs.iter().map(|o| o.name).collect::<Vec<_>>(),
+            ["tensor"]
+        );
+
+        let summary = crate::find("tensor.summary").expect("tensor.summary");
+        assert_eq!(summary.kind, StageKind::Analyzer);
+        assert!(!summary.uses_torch && !summary.device_dependent);
+        assert!(summary.input("tensors").unwrap().many);
+        assert_eq!(
+            summary.outputs.iter().map(|o| o.name).collect::<Vec<_>>(),
+            ["summary"]
+        );
+        assert!(crate::find("tensor.nope").is_none());
+    }
+
+    #[test]
+    fn param_type_check_rejects_wrong_values() {
+        use serde_json::json;
+        let int = ParamType::Int { min: 1, max: 10 };
+        assert!(int.check(&json!(1)).is_ok() && int.check(&json!(10)).is_ok());
+        for bad in [json!(0), json!(11), json!(2.5), json!("3"), json!(u64::MAX)] {
+            assert!(int.check(&bad).is_err(), "{bad}");
+        }
+        let float = ParamType::Float { min: 0.0, max: 1.0 };
+        assert!(float.check(&json!(1)).is_ok() && float.check(&json!(0.5)).is_ok());
+        assert!(float.check(&json!(-0.1)).is_err() && float.check(&json!("x")).is_err());
+        let choice = ParamType::Choice(&["a", "b"]);
+        assert!(choice.check(&json!("a")).is_ok());
+        let e = choice.check(&json!("c")).unwrap_err();
+        assert!(e.contains("`a`, `b`") && e.contains("\"c\""), "{e}");
+        let list = ParamType::IntList { min: 0, max: 5 };
+        assert!(list.check(&json!([0, 5])).is_ok());
+        assert!(list.check(&json!([])).is_err());
+        assert!(list.check(&json!([1, 6])).unwrap_err().contains("item 1"));
+        assert!(ParamType::FloatList.check(&json!([1, 2.5])).is_ok());
+        assert!(ParamType::FloatList.check(&json!([true])).is_err());
+        assert!(
+            ParamType::Bool.check(&json!(false)).is_ok()
+                && ParamType::Bool.check(&json!(0)).is_err()
+        );
+        assert!(
+            ParamType::Str.check(&json!("")).is_ok() && ParamType::Str.check(&json!(null)).is_err()
+        );
+    }
+}

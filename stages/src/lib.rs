@@ -1,0 +1,26 @@
+//! Azimuth's built-in tensor stages (tch/libtorch, safetensors, HDF5) and the `azimuth-worker`
+//! binary that runs one of them per process.
+//!
+//! This crate knows nothing about DAGs, hashing or the cache. The metadata of every stage (its
+//! `SPEC`), the [`StageContext`] it receives and the job-file protocol live in
+//! `azimuth-stage-api` (`api/`), which the orchestrator links without libtorch; this crate holds
+//! the implementations and [`run`], which the worker calls after reading its job file.
+//!
+//! To add a stage: add its `SPEC` to `api/src/specs/<family>.rs` and `specs::ALL`, write its `run`
+//! in `src/<family>/<stage>.rs`, and list it in `impls::dispatch`. Bump the stage's `version`
+//! whenever the bytes it writes for the same inputs and params could change.
+
+mod impls;
+mod io;
+mod params;
+mod tensor;
+
+pub use azimuth_stage_api::{
+    catalogue, device, find, ParamSpec, ParamType, PortSpec, StageContext, StageError, StageKind, StageSpec,
+    LIBTORCH_VERSION,
+};
+
+/// Runs the built-in stage `name`. This links libtorch.
+pub fn run(name: &str, ctx: &StageContext) -> Result<(), StageError> {
+    impls::dispatch(name, ctx)
+}

@@ -1,0 +1,107 @@
+//! Typed access to a stage's params, inputs and outputs from a [`StageContext`], with errors that
+//! name the stage instance. Used by every stage's `run`.
+//!
+//! The orchestrator validates params before anything runs and fills in defaults; this module
+//! checks again (cheaply) against the stage's `SPEC`, so a stage called directly (tests, the worker
+//! fed a hand-written job file) gets the same defaults and the same clear errors instead of a
+//! panic or a silently wrong value.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::{StageContext, StageError, StageSpec};
+
+/// A stage's view of its context: the context plus the stage's own metadata.
+pub(crate) struct Params<'a> {
+    pub(crate) spec: &'static StageSpec,
+    pub(crate) ctx: &'a StageContext,
+}
+
+impl<'a> Params<'a> {
+    /// Wraps `ctx` for the stage `spec`, rejecting params the stage does not declare.
+    pub(crate) fn new(spec: &'static StageSpec, ctx: &'a StageContext) -> Result<Self, StageError> {
+        let p = Params { spec, ctx };
+        if let Some(unknown) = ctx.params.keys().find(|k| spec.param(k).is_none()) {
+            let known: Vec<String> = spec
+                .params
+                .iter()
+                .map(|p| format!("`{}`", p.name))
+                .collect();
+            return Err(p.error(format!(
+                "unknown param `{unknown}`; `{}` accepts {}",
+                spec.name,
+                known.join(", ")
+            )));
+        }
+        Ok(p)
+    }
+
+    /// An error that names the stage instance and the stage.
+    pub(crate) fn error(&self, msg: impl std::fmt::Display) -> StageError {
+        StageError(format!(
+            "stage `{}` ({}): {msg}",
+            self.ctx.instance, self.spec.name
+        ))
+    }
+
+    /// The param's value, or its declared default, checked against its declared type.
+    fn value(&self, name: &str) -> Result<Value, StageError> {
+        let decl = self
+            .spec
+            .param(name)
+            .unwrap_or_else(|| panic!("`{}` reads undeclared param `{name}`", self.spec.name));
+        let value = match (self.ctx.params.get(name), decl.default_value()) {
+            (Some(v), _) => v.clone(),
+            (None, Some(default)) => default.map_err(|e| self.error(e))?,
+            (None, None) => {
+                return Err(self.error(format!("missing required param `{name}` ({})", decl.doc)))
+            }
+        };
+        decl.ty
+            .check(&value)
+            .map_err(|e| self.error(format!("param `{name}`: {e}")))?;
+        Ok(value)
+    }
+
+    pub(crate) fn int(&self, name: &str) -> Result<i64, StageError> {
+        let v = self.value(name)?;
+        Ok(v.as_i64().expect("checked as Int"))
+    }
+
+    pub(crate) fn float(&self, name: &str) -> Result<f64, StageError> {
+        let v = self.value(name)?;
+        Ok(v.as_f64().expect("checked as Float"))
+    }
+
+    /// A `Str` or `Choice` param.
+    pub(crate) fn string(&self, name: &str) -> Result<String, StageError> {
+        match self.value(name)? {
+            Value::String(s) => Ok(s),
+            other => Err(self.error(format!("param `{name}`: expected a string, got {other}"))),
+        }
+    }
+
+    /// The path the stage must create for output port `port`.
+    pub(crate) fn output(&self, port: &str) -> Result<&'a Path, StageError> {
+        self.ctx
+            .outputs
+            .get(port)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| {
+                self.error(format!(
+                    "no path given for output `{port}` (the job file lacks it)"
+                ))
+            })
+    }
+
+    /// The artifacts connected to input port `port` (at least one).
+    pub(crate) fn inputs(&self, port: &str) -> Result<&'a [PathBuf], StageError> {
+        match self.ctx.inputs.get(port) {
+            Some(paths) if !paths.is_empty() => Ok(paths),
+            _ => Err(self.error(format!(
+                "input `{port}` is empty; connect at least one artifact to it in pipeline.yaml"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The `tensor.*` family: stages that make and measure weight-like matrices stored as
+//! safetensors files.
+//!
+//! - [`random`] (`tensor.random`, generator): a seeded Gaussian matrix made with libtorch.
+//! - [`summary`] (`tensor.summary`, analyzer): per-tensor statistics as JSON, without libtorch.
+//!
+//! Each stage's metadata (`SPEC`) lives in `azimuth-stage-api` (`specs/tensor.rs`), which the
+//! orchestrator reads without libtorch; its `run` lives here. [`stats`] holds the summary's arithmetic, kept apart so it can be tested on
+//! hand-made byte buffers.
+
+pub(crate) mod random;
+pub(crate) mod stats;
+pub(crate) mod summary;

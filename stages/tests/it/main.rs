@@ -1,0 +1,4 @@
+//! Integration tests of `azimuth-stages` through its public API: the two tensor stages run end to
+//! end on files they make themselves (`tensor.rs`). HDF5 inspection is tested in `api/tests/inspect.rs`. libtorch runs on 1 thread (the stages set it from `threads`).
+
+mod tensor;

@@ -1,0 +1,16 @@
+//! Azimuth's integration tests: one binary that drives the real `azimuth` executable on small
+//! pipelines of `cmd` stages (no libtorch needed), plus feature-gated tests of built-in stages.
+//! See ARCHITECTURE.md, "Testing".
+
+mod support;
+
+mod cache;
+mod concurrency;
+mod crash;
+mod dag;
+mod errors;
+mod freshness;
+mod run;
+mod tidy;
+#[cfg(feature = "builtin-stages")]
+mod builtin;
