@@ -25,6 +25,6 @@ for entry, norms in zip(summary["files"], norm_paths):
     largest = t.get("largest_identical_group", "")
     lines.append(
         f"| {std} | {t['rows']} | {t['distinct_rows']} | {largest} | {t['row_norm']['min']:.6g} | "
-        f"{t['row_norm']['max']:.6g} | [{float(peak["bin_low"]):.6g}, {float(peak["bin_high"]):.6g}) x{peak['count']} |"
+        f"{t['row_norm']['max']:.6g} | [{float(peak['bin_low']):.6g}, {float(peak['bin_high']):.6g}) x{peak['count']} |"
     )
 open(out, "w").write("\n".join(lines) + "\n")
