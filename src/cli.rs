@@ -99,6 +99,11 @@ pub enum Command {
     Show { artifact: String },
     /// List the built-in stages, or describe one.
     Stages { name: Option<String> },
+    /// Print the BLAKE3 digest of files or directories, as the store computes them.
+    Hash {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -194,6 +199,7 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
     let registry = Registry::builtin();
     match &cli.command {
         Command::Stages { name } => stages(&registry, name.as_deref(), printer),
+        Command::Hash { paths } => hash_paths(paths, printer),
         Command::Cache(CacheCommand::Verify) => {
             let store = open_store(cli, None);
             cache_verify(&store, printer)
@@ -250,7 +256,9 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                 Command::Cache(CacheCommand::Show { artifact }) => cache_show(&store, Some(&pipeline), artifact, printer),
                 Command::Cache(CacheCommand::Path { artifact }) => cache_path(&store, Some(&pipeline), artifact, printer),
                 Command::Cache(CacheCommand::Gc { dry_run, keep_days }) => cache_gc(&pipeline, &store, *dry_run, *keep_days, printer),
-                Command::Cache(CacheCommand::Verify) | Command::Stages { .. } | Command::Stage { .. } => unreachable!("handled above"),
+                Command::Cache(CacheCommand::Verify) | Command::Stages { .. } | Command::Stage { .. } | Command::Hash { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -302,10 +310,20 @@ fn select(pipeline: &Pipeline, names: &[String]) -> Result<Vec<usize>, Fail> {
 fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer) -> CmdResult {
     let start = Instant::now();
     let mut memo = StatMemo::load(&store.statcache_path());
+    memo.progress = printer.hash_progress();
     let result = exec::run(pipeline, store, &mut memo, opts, printer);
     let _ = memo.save(&store.statcache_path());
     let summary = result.map_err(|e| Fail { code: 2, message: e.to_string() })?;
-    let lock = lockfile::build(pipeline, &summary.records);
+    let mut lock = lockfile::build(pipeline, &summary.records);
+    // Instances this run did not bring up to date keep their previous entry (as with a partial
+    // `run STAGE`); instances no longer in the pipeline drop out.
+    if let Ok(Some(old)) = lockfile::read(&lockfile::path_for(pipeline)) {
+        for (name, entry) in old.stages {
+            if pipeline.instance(&name).is_some() {
+                lock.stages.entry(name).or_insert(entry);
+            }
+        }
+    }
     if let Err(e) = lockfile::write(&lockfile::path_for(pipeline), &lock) {
         printer.warn(&format!("cannot write `{}`: {e}", lockfile::path_for(pipeline).display()));
     }
@@ -342,8 +360,9 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
     Ok(ExitCode::SUCCESS)
 }
 
-fn plan_states(pipeline: &Pipeline, store: &Store, settings: &Settings) -> Result<Vec<State>, Fail> {
+fn plan_states(pipeline: &Pipeline, store: &Store, settings: &Settings, printer: &Printer) -> Result<Vec<State>, Fail> {
     let mut memo = StatMemo::load(&store.statcache_path());
+    memo.progress = printer.hash_progress();
     let states = plan::plan_all(pipeline, store, &mut memo, settings, &[]).map_err(|e| Fail { code: 2, message: e.to_string() })?;
     // Read-only commands may refresh the memo (it is only a cache), but never wait for it.
     let _ = memo.save(&store.statcache_path());
@@ -386,7 +405,7 @@ fn outputs_of(pipeline: &Pipeline, i: usize, record: Option<&RunRecord>) -> Vec<
 }
 
 fn status(pipeline: &Pipeline, store: &Store, settings: &Settings, check: bool, printer: &Printer) -> CmdResult {
-    let states = plan_states(pipeline, store, settings)?;
+    let states = plan_states(pipeline, store, settings, printer)?;
     let mut any_dirty = false;
     let mut wire = Vec::new();
     let width = pipeline.instances.iter().map(|i| i.name.chars().count()).max().unwrap_or(5).max(5);
@@ -431,7 +450,7 @@ fn modified_note(modified: &[String]) -> String {
 
 fn why(pipeline: &Pipeline, store: &Store, settings: &Settings, name: &str, printer: &Printer) -> CmdResult {
     let idx = select(pipeline, &[name.to_string()])?;
-    let states = plan_states(pipeline, store, settings)?;
+    let states = plan_states(pipeline, store, settings, printer)?;
     for i in idx {
         let inst = &pipeline.instances[i];
         let st = &states[i];
@@ -579,6 +598,16 @@ pub fn resolve_artifact(store: &Store, pipeline: Option<&Pipeline>, text: &str) 
         None => OutputEntry { digest: d, size: std::fs::metadata(store.object_path(&d)).map(|m| m.len()).unwrap_or(0), kind: ArtifactKind::File },
     };
     Ok((entry, producer))
+}
+
+fn hash_paths(paths: &[PathBuf], printer: &Printer) -> CmdResult {
+    let mut memo = StatMemo::default();
+    memo.progress = printer.hash_progress();
+    for p in paths {
+        let d = memo.path_digest(p).map_err(|e| failure(format!("cannot hash `{}`: {e}", p.display())))?;
+        printer.out(&format!("{d}  {}", p.display()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cache_path(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer: &Printer) -> CmdResult {

@@ -125,6 +125,7 @@ fn upstreams(pipeline: &Pipeline, i: usize) -> impl Iterator<Item = usize> + '_ 
 
 struct Running {
     idx: usize,
+    spinner: Option<indicatif::ProgressBar>,
     pgid: i32,
     started: Instant,
     ingredients: KeyRecord,
@@ -347,7 +348,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                         budget.gpus -= gpus;
                         budget.memory -= memory;
                         phase[i] = Phase::Running;
-                        running.insert(i, Running { idx: i, pgid, started: Instant::now(), ingredients: ing, _key_lock: key_lock, cpus, gpus, memory });
+                        running.insert(i, Running { idx: i, spinner: printer.stage_spinner(&inst.name), pgid, started: Instant::now(), ingredients: ing, _key_lock: key_lock, cpus, gpus, memory });
                     }
                     Err(e) => {
                         printer.stage_line("failed", &inst.name, &format!("(could not start: {e})"));
@@ -376,6 +377,9 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let r = running.remove(&finished.idx).expect("finished stages were running");
+        if let Some(bar) = &r.spinner {
+            bar.finish_and_clear();
+        }
         budget.cpus += r.cpus;
         budget.gpus += r.gpus;
         budget.memory += r.memory;

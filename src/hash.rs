@@ -2,8 +2,9 @@
 //! a no-op run cost stat calls instead of bytes.
 //!
 //! - [`Digest`] prints as `b3:<64 hex>` wherever users see it, so the algorithm can change later.
-//! - [`hash_file`] streams in constant memory: large files are memory-mapped and hashed with
-//!   BLAKE3's multi-threaded tree mode (`update_mmap_rayon`), small ones read through a buffer.
+//! - [`hash_file`] streams in constant memory: large files are memory-mapped 16 MiB at a time and
+//!   hashed with BLAKE3's multi-threaded tree mode (`update_rayon`), small ones read through a
+//!   buffer; resident memory stays bounded whatever the file size.
 //! - A directory's digest is the digest of its [`TreeManifest`]: the sorted list of relative paths,
 //!   digests, sizes and executable bits, so it never depends on listing order or absolute paths.
 //! - [`StatMemo`] remembers digests by file identity (device, inode, size, mtime_ns, ctime_ns):
@@ -22,6 +23,10 @@ use serde::{Deserialize, Serialize};
 
 /// Files at least this large are memory-mapped and hashed on several threads.
 const MMAP_THRESHOLD: u64 = 1 << 20;
+
+/// Large files are mapped one window at a time, so the file-backed pages a hash touches never add
+/// more than this to the process's resident memory, whatever the file's size.
+const MMAP_WINDOW: u64 = 16 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Digest(pub [u8; 32]);
@@ -72,13 +77,38 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// Makes a progress callback (bytes done so far) for hashing one large file; see
+/// [`StatMemo::progress`].
+pub type ProgressFactory = Box<dyn Fn(&Path, u64) -> Box<dyn FnMut(u64)>>;
+
+/// Files at least this large report hashing progress.
+const PROGRESS_THRESHOLD: u64 = 256 << 20;
+
 /// Hashes one file's content; returns the digest and the number of bytes hashed.
 pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    hash_file_with(path, None)
+}
+
+/// [`hash_file`], reporting bytes done after each window to `progress`.
+pub fn hash_file_with(path: &Path, mut progress: Option<&mut dyn FnMut(u64)>) -> io::Result<(Digest, u64)> {
     let file = fs::File::open(path)?;
     let len = file.metadata()?.len();
     let mut hasher = blake3::Hasher::new();
     if len >= MMAP_THRESHOLD {
-        hasher.update_mmap_rayon(path)?;
+        let mut offset = 0;
+        while offset < len {
+            let n = MMAP_WINDOW.min(len - offset);
+            // SAFETY: a read-only private mapping; the store and workspace never write objects in
+            // place, and a file truncated by someone else mid-hash fails the re-stat check in
+            // `StatMemo::file_digest` (or `cache verify`), it cannot make the digest lie silently.
+            let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(n as usize).map(&file)? };
+            let _ = map.advise(memmap2::Advice::Sequential);
+            hasher.update_rayon(&map);
+            offset += n;
+            if let Some(p) = progress.as_mut() {
+                p(offset);
+            }
+        }
     } else {
         let mut buf = Vec::with_capacity(len as usize);
         (&file).take(MMAP_THRESHOLD).read_to_end(&mut buf)?;
@@ -185,12 +215,20 @@ struct MemoEntry {
 }
 
 /// Digests remembered by file identity, persisted between runs (`cache/v1/statcache.json`).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StatMemo {
     entries: HashMap<(u64, u64), MemoEntry>,
     changed: bool,
     /// Bytes actually read during this process (for `-v` and tests of the no-op path).
     pub bytes_hashed: u64,
+    /// Called before hashing a file of 256 MiB or more (a progress bar on a terminal).
+    pub progress: Option<ProgressFactory>,
+}
+
+impl std::fmt::Debug for StatMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatMemo").field("entries", &self.entries.len()).field("bytes_hashed", &self.bytes_hashed).finish()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -208,7 +246,7 @@ impl StatMemo {
             .filter(|m| m.format == 1)
             .map(|m| m.entries.into_iter().map(|e| ((e.id.dev, e.id.ino), e)).collect())
             .unwrap_or_default();
-        StatMemo { entries, changed: false, bytes_hashed: 0 }
+        StatMemo { entries, changed: false, bytes_hashed: 0, progress: None }
     }
 
     /// Writes the memo atomically if it changed.
@@ -232,7 +270,13 @@ impl StatMemo {
                 return Ok(e.digest);
             }
         }
-        let (digest, size) = hash_file(path)?;
+        let (digest, size) = match &self.progress {
+            Some(factory) if id.size >= PROGRESS_THRESHOLD => {
+                let mut cb = factory(path, id.size);
+                hash_file_with(path, Some(&mut *cb))?
+            }
+            _ => hash_file(path)?,
+        };
         self.bytes_hashed += size;
         // Re-stat: a file that changed while we read it must not be remembered under the old id.
         let after = FileId::of(&fs::metadata(path)?);

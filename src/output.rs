@@ -5,11 +5,13 @@
 //! `--json` output is built from the serialize-only wire types at the bottom of this file; every
 //! document carries `"version": 1` (the JSON schema version, documented in README.md). `run
 //! --json` streams JSON Lines events. A closed stdout (`azimuth status | head`) ends the process
-//! quietly with exit code 0.
+//! quietly with exit code 0. On a terminal (and not with `--json`, `-q` or `-v`), running stages
+//! show spinners with their elapsed time and large files show hashing progress (indicatif).
 
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::fingerprint::Reason;
@@ -22,6 +24,8 @@ pub struct Printer {
     pub quiet: bool,
     pub verbose: u8,
     pub color: bool,
+    /// Progress bars, only on a terminal and not with `--json`, `-q` or `-v`.
+    progress: Option<MultiProgress>,
 }
 
 fn write_or_exit(mut w: impl Write, s: &str) {
@@ -36,7 +40,45 @@ fn write_or_exit(mut w: impl Write, s: &str) {
 impl Printer {
     pub fn new(json: bool, quiet: bool, verbose: u8, color_flag: Option<bool>) -> Printer {
         let color = color_flag.unwrap_or_else(|| std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal());
-        Printer { json, quiet, verbose, color }
+        let progress = (io::stderr().is_terminal() && !json && !quiet && verbose == 0)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Printer { json, quiet, verbose, color, progress }
+    }
+
+    /// Writes to stderr without tearing the progress bars.
+    fn err_text(&self, s: &str) {
+        match &self.progress {
+            Some(m) => m.suspend(|| write_or_exit(io::stderr().lock(), s)),
+            None => write_or_exit(io::stderr().lock(), s),
+        }
+    }
+
+    /// A spinner with the elapsed time for a running stage (terminal only).
+    pub fn stage_spinner(&self, stage: &str) -> Option<ProgressBar> {
+        let m = self.progress.as_ref()?;
+        let bar = m.add(ProgressBar::new_spinner());
+        bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}").expect("valid template"));
+        bar.set_message(stage.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    }
+
+    /// A byte progress bar for hashing large files (terminal only), as `hash::ProgressFactory`.
+    pub fn hash_progress(&self) -> Option<crate::hash::ProgressFactory> {
+        let m = self.progress.clone()?;
+        Some(Box::new(move |path: &std::path::Path, total: u64| {
+            let bar = m.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template("hashing {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template"),
+            );
+            bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            Box::new(move |done: u64| {
+                bar.set_position(done);
+                if done >= total {
+                    bar.finish_and_clear();
+                }
+            })
+        }))
     }
 
     /// Data on stdout (a line is added if missing).
@@ -65,18 +107,18 @@ impl Printer {
         if self.quiet || self.json {
             return;
         }
-        write_or_exit(io::stderr().lock(), &format!("{s}\n"));
+        self.err_text(&format!("{s}\n"));
     }
 
     pub fn warn(&self, s: &str) {
         let label = self.paint("warning", "33;1");
-        write_or_exit(io::stderr().lock(), &format!("{label}: {s}\n"));
+        self.err_text(&format!("{label}: {s}\n"));
     }
 
     pub fn error(&self, s: &str) {
         let label = self.paint("error", "31;1");
         let s = s.strip_prefix("error: ").unwrap_or(s);
-        write_or_exit(io::stderr().lock(), &format!("{label}: {s}\n"));
+        self.err_text(&format!("{label}: {s}\n"));
     }
 
     /// Pre-rendered diagnostics (they start with `error:` themselves).
@@ -101,7 +143,7 @@ impl Printer {
             _ => "2",
         };
         let label = self.paint(&format!("{what:>8}"), code);
-        write_or_exit(io::stderr().lock(), &format!("{label} {stage} {detail}\n"));
+        self.err_text(&format!("{label} {stage} {detail}\n"));
     }
 
     /// A failed stage: its name, why, and the tail of its log.
@@ -122,7 +164,7 @@ impl Printer {
             }
         }
         s.push_str(&format!("         full log: {}\n", saved.display()));
-        write_or_exit(io::stderr().lock(), &s);
+        self.err_text(&s);
     }
 
     /// The captured log of a cached run (`run -v`).
@@ -135,7 +177,7 @@ impl Printer {
         for l in text.lines() {
             s.push_str(&format!("         {stage} │ {l}\n"));
         }
-        write_or_exit(io::stderr().lock(), &s);
+        self.err_text(&s);
     }
 
     /// A `run --json` event line (JSON Lines on stdout).

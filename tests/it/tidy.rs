@@ -108,7 +108,7 @@ fn readme_names_the_setup_commands_that_ci_runs() {
     assert!(readme.contains("./scripts/test.sh") && root().join("scripts/test.sh").exists());
     assert!(ci.contains("./scripts/test.sh"), ".ci/run must call the README's test command");
     // Every subcommand is documented.
-    for cmd in ["azimuth run", "azimuth status", "azimuth why", "azimuth dag", "azimuth show", "azimuth cache ls", "azimuth cache show", "azimuth cache path", "azimuth cache verify", "azimuth cache gc", "azimuth stages"] {
+    for cmd in ["azimuth run", "azimuth status", "azimuth why", "azimuth dag", "azimuth show", "azimuth cache ls", "azimuth cache show", "azimuth cache path", "azimuth cache verify", "azimuth cache gc", "azimuth stages", "azimuth hash"] {
         assert!(readme.contains(cmd), "README does not document `{cmd}`");
     }
 }
