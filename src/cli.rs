@@ -18,7 +18,10 @@ use crate::fingerprint::Reason;
 use crate::hash::{Digest, StatMemo};
 use crate::lock::{FileLock, Mode};
 use crate::lockfile;
-use crate::output::{human_bytes, human_duration, Event, Printer, WireOutput, WireReason, WireStage, WireStatus, WireWhy, JSON_VERSION};
+use crate::output::{
+    human_bytes, human_duration, Event, Printer, WireGc, WireOutput, WireReason, WireRecord, WireRecordRow, WireRecords, WireStage,
+    WireStatus, WireVerify, WireWhy, JSON_VERSION,
+};
 use crate::plan::{self, Settings, State};
 use crate::registry::Registry;
 use crate::show;
@@ -636,7 +639,7 @@ fn cache_show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printe
         }
     };
     if printer.json {
-        printer.json_doc(&serde_json::json!({"version": JSON_VERSION, "record": record}));
+        printer.json_doc(&WireRecord { version: JSON_VERSION, record: &record });
     } else {
         printer.out_raw(&show::render_record(&record));
     }
@@ -647,15 +650,19 @@ fn cache_ls(store: &Store, printer: &Printer) -> CmdResult {
     let records = store.all_records();
     let pointers: BTreeSet<Digest> = store.all_pointers().into_iter().map(|(_, p)| p.key).collect();
     if printer.json {
-        let rows: Vec<serde_json::Value> = records
+        let rows: Vec<WireRecordRow> = records
             .iter()
-            .map(|r| serde_json::json!({
-                "stage": r.instance, "key": r.key.to_string(), "current": pointers.contains(&r.key),
-                "size": r.outputs.values().map(|e| e.size).sum::<u64>(), "finished_at": format_time(r.finished_at), "duration_ms": r.duration_ms,
-                "outputs": r.outputs.iter().map(|(k, e)| (k.clone(), e.digest.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
-            }))
+            .map(|r| WireRecordRow {
+                stage: r.instance.clone(),
+                key: r.key.to_string(),
+                current: pointers.contains(&r.key),
+                size: r.outputs.values().map(|e| e.size).sum(),
+                finished_at: format_time(r.finished_at),
+                duration_ms: r.duration_ms,
+                outputs: r.outputs.iter().map(|(k, e)| (k.clone(), e.digest.to_string())).collect(),
+            })
             .collect();
-        printer.json_doc(&serde_json::json!({"version": JSON_VERSION, "records": rows}));
+        printer.json_doc(&WireRecords { version: JSON_VERSION, records: rows });
         return Ok(ExitCode::SUCCESS);
     }
     let width = records.iter().map(|r| r.instance.chars().count()).max().unwrap_or(5).max(5);
@@ -683,7 +690,7 @@ fn cache_verify(store: &Store, printer: &Printer) -> CmdResult {
     }
     let (n, problems) = store.verify();
     if printer.json {
-        printer.json_doc(&serde_json::json!({"version": JSON_VERSION, "objects": n, "problems": problems}));
+        printer.json_doc(&WireVerify { version: JSON_VERSION, objects: n, problems: problems.clone() });
     } else {
         for p in &problems {
             printer.out(p);
@@ -716,7 +723,16 @@ fn cache_gc(pipeline: &Pipeline, store: &Store, dry_run: bool, keep_days: Option
     let report = store.gc(&roots, keep_days, dry_run).map_err(|e| failure(format!("garbage collection failed: {e}")))?;
     let verb = if dry_run { "would free" } else { "freed" };
     if printer.json {
-        printer.json_doc(&serde_json::json!({"version": JSON_VERSION, "dry_run": dry_run, "records": report.records, "objects": report.objects, "bytes": report.bytes, "trees": report.trees, "old_formats": report.old_formats}));
+        printer.json_doc(&WireGc {
+            version: JSON_VERSION,
+            dry_run,
+            records: report.records,
+            objects: report.objects,
+            bytes: report.bytes,
+            trees: report.trees,
+            staging: report.staging,
+            old_formats: report.old_formats.clone(),
+        });
     } else {
         printer.out(&format!(
             "{verb} {} in {} object(s); {} run record(s){}{}",

@@ -283,3 +283,75 @@ pub struct WireWhy {
     pub ingredients: Option<serde_json::Value>,
     pub last_ingredients: Option<serde_json::Value>,
 }
+
+/// `cache show --json`.
+#[derive(Serialize)]
+pub struct WireRecord<'a> {
+    pub version: u32,
+    pub record: &'a crate::store::RunRecord,
+}
+
+/// One row of `cache ls --json`.
+#[derive(Serialize)]
+pub struct WireRecordRow {
+    pub stage: String,
+    pub key: String,
+    /// Whether a stage pointer names this record (false: superseded).
+    pub current: bool,
+    pub size: u64,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub outputs: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+pub struct WireRecords {
+    pub version: u32,
+    pub records: Vec<WireRecordRow>,
+}
+
+/// `cache verify --json`.
+#[derive(Serialize)]
+pub struct WireVerify {
+    pub version: u32,
+    pub objects: usize,
+    pub problems: Vec<String>,
+}
+
+/// `cache gc --json`.
+#[derive(Serialize)]
+pub struct WireGc {
+    pub version: u32,
+    pub dry_run: bool,
+    pub records: usize,
+    pub objects: usize,
+    pub bytes: u64,
+    pub trees: usize,
+    pub staging: usize,
+    pub old_formats: Vec<String>,
+}
+
+/// What `show --json` found inside an artifact.
+#[derive(Serialize)]
+#[serde(tag = "format", rename_all = "kebab-case")]
+pub enum WireContent {
+    Safetensors { header: crate::inspect::SafetensorsInfo },
+    Gguf { header: crate::inspect::GgufInfo },
+    Hdf5 { tree: serde_json::Value },
+    Directory { manifest: crate::hash::TreeManifest },
+    Json,
+    Text,
+    Binary,
+}
+
+/// `show --json`.
+#[derive(Serialize)]
+pub struct WireShow<'a> {
+    pub version: u32,
+    pub digest: String,
+    pub size: u64,
+    pub kind: crate::store::ArtifactKind,
+    pub path: String,
+    pub record: Option<&'a crate::store::RunRecord>,
+    pub content: WireContent,
+}

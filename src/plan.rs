@@ -178,6 +178,18 @@ pub fn classify(pipeline: &Pipeline, idx: usize, ing: KeyRecord, store: &Store, 
     State::Dirty { reasons, ingredients: Some(ing) }
 }
 
+fn trace_state(name: &str, state: &State) {
+    match state {
+        State::Dirty { reasons, ingredients } => tracing::debug!(
+            stage = name,
+            key = ?ingredients.as_ref().map(|i| i.key()),
+            reasons = %reasons.iter().map(|r| r.sentence()).collect::<Vec<_>>().join("; "),
+            "dirty"
+        ),
+        other => tracing::debug!(stage = name, key = ?other.record().map(|r| r.key), "{}", other.label()),
+    }
+}
+
 /// Plans every instance (for `status`, `why` and `run --dry-run`).
 pub fn plan_all(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, settings: &Settings, forced: &[bool]) -> Result<Vec<State>, PlanError> {
     let mut states: Vec<State> = Vec::with_capacity(pipeline.instances.len());
@@ -190,6 +202,7 @@ pub fn plan_all(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, setting
                 classify(pipeline, idx, ing, store, memo, forced.get(idx).copied().unwrap_or(false))
             }
         };
+        trace_state(&pipeline.instances[idx].name, &state);
         states.push(state);
     }
     Ok(states)

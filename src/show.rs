@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::cli::resolve_artifact;
 use crate::fingerprint::StageIdentity;
 use crate::inspect::{self, FileFormat};
-use crate::output::{human_bytes, human_duration, Printer, JSON_VERSION};
+use crate::output::{human_bytes, human_duration, Printer, WireContent, WireShow, JSON_VERSION};
 use crate::spec::{format_value, Pipeline};
 use crate::store::{format_time, ArtifactKind, RunRecord, Store};
 
@@ -64,37 +64,38 @@ pub fn show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer:
     let (entry, record) = resolve_artifact(store, pipeline, artifact)?;
     let path = store.artifact_path(&entry).map_err(|e| format!("cannot open {}: {e}", entry.digest))?;
     let mut content = String::new();
-    let mut json_content = serde_json::Value::Null;
+    let json_content;
     if entry.kind == ArtifactKind::Dir {
         let m = store.read_manifest(&entry.digest).map_err(|e| e.to_string())?;
         let _ = writeln!(content, "directory of {} file(s):", m.entries.len());
         for e in &m.entries {
             let _ = writeln!(content, "  {}  {}  {}", e.path, human_bytes(e.size), e.digest);
         }
-        json_content = serde_json::to_value(&m).expect("manifests serialize");
+        json_content = WireContent::Directory { manifest: m };
     } else {
         let format = inspect::sniff(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         match format {
             FileFormat::Safetensors => {
                 let info = inspect::read_safetensors(&path).map_err(|e| e.to_string())?;
                 content = inspect::render_safetensors(&info);
-                json_content = serde_json::json!({"format": "safetensors", "header": info});
+                json_content = WireContent::Safetensors { header: info };
             }
             FileFormat::Gguf => {
                 let info = inspect::read_gguf(&path).map_err(|e| e.to_string())?;
                 content = inspect::render_gguf(&info);
-                json_content = serde_json::json!({"format": "gguf", "header": info});
+                json_content = WireContent::Gguf { header: info };
             }
             FileFormat::Hdf5 => {
                 #[cfg(feature = "builtin-stages")]
                 {
                     let tree = azimuth_stage_api::inspect::hdf5_tree(&path)?;
                     content = azimuth_stage_api::inspect::render_hdf5_tree(&tree);
-                    json_content = serde_json::json!({"format": "hdf5", "tree": tree});
+                    json_content = WireContent::Hdf5 { tree: serde_json::to_value(&tree).expect("HDF5 trees serialize") };
                 }
                 #[cfg(not(feature = "builtin-stages"))]
                 {
                     content = "HDF5 file (this azimuth was built without HDF5 support: feature `builtin-stages`)\n".into();
+                    json_content = WireContent::Binary;
                 }
             }
             FileFormat::Json | FileFormat::Text => {
@@ -106,22 +107,24 @@ pub fn show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer:
                 for l in lines {
                     let _ = writeln!(content, "  │ {l}");
                 }
+                json_content = if format == FileFormat::Json { WireContent::Json } else { WireContent::Text };
             }
             FileFormat::Binary => {
                 let _ = writeln!(content, "binary file (no known header)");
+                json_content = WireContent::Binary;
             }
         }
     }
     if printer.json {
-        printer.json_doc(&serde_json::json!({
-            "version": JSON_VERSION,
-            "digest": entry.digest.to_string(),
-            "size": entry.size,
-            "kind": entry.kind,
-            "path": path.display().to_string(),
-            "record": record,
-            "content": json_content,
-        }));
+        printer.json_doc(&WireShow {
+            version: JSON_VERSION,
+            digest: entry.digest.to_string(),
+            size: entry.size,
+            kind: entry.kind,
+            path: path.display().to_string(),
+            record: record.as_ref(),
+            content: json_content,
+        });
         return Ok(());
     }
     let mut s = String::new();

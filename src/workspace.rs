@@ -40,7 +40,13 @@ pub fn state(path: &Path, entry: &OutputEntry, store: &Store, memo: &mut StatMem
             if let (Some(st), Ok(om)) = (stamp, fs::metadata(store.object_path(&entry.digest))) {
                 let here = Stamp::of(path);
                 if om.ino() == meta.ino() && om.dev() == meta.dev() && st.ino == meta.ino() && here.is_some_and(|h| h.mtime_ns != st.mtime_ns || h.size != st.size) {
-                    return Ok(CopyState::ModifiedInPlace);
+                    // Touched, or written through the link? Only the content can tell (hashed
+                    // once: the memo remembers the new identity).
+                    return Ok(if meta.len() == entry.size && memo.file_digest(path, &meta)? == entry.digest {
+                        CopyState::Current
+                    } else {
+                        CopyState::ModifiedInPlace
+                    });
                 }
             }
             Ok(if same_file_or_content(path, &meta, &store.object_path(&entry.digest), entry, memo)? {

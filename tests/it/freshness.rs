@@ -141,6 +141,20 @@ fn touching_a_big_input_rehashes_once_and_reruns_nothing() {
 }
 
 #[test]
+fn touching_a_workspace_output_reruns_nothing() {
+    let p = project();
+    // The workspace copy is a hard link to the cached object: a touch changes the object's mtime
+    // too, which must not be mistaken for an edit.
+    let f = std::fs::File::open(p.path().join("out/tool/out.txt")).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60)).unwrap();
+    drop(f);
+    assert_eq!(p.state("tool").0, "fresh");
+    let r = p.run(&["run"]).ok();
+    assert!(r.stderr.contains("0 ran, 2 fresh"), "{}", r.stderr);
+    p.run(&["cache", "verify"]).ok();
+}
+
+#[test]
 fn early_cutoff_keeps_consumers_fresh_when_bytes_do_not_change() {
     let p = project();
     // Same sum, different data: tool re-runs, produces identical bytes, `after` is not re-run.
