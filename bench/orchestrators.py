@@ -286,7 +286,7 @@ def main():
     tools = [Baseline(args.root, args), Azimuth(args.root, args), Dvc(args.root, args), Snakemake(args.root, args)]
     # Cold runs in interleaved rounds (baseline, then each tool), so load changes on the machine
     # hit everyone alike; overheads are paired with the baseline of the same round.
-    results = {t.name: {"cold_runs": [], "overheads": [], "rss": 0.0, "wrote": 0.0} for t in tools}
+    results = {t.name: {"cold_runs": [], "overheads": [], "overheads_s": [], "rss": 0.0, "wrote": 0.0} for t in tools}
     for rnd in range(args.rounds):
         base_wall = None
         for t in tools:
@@ -300,21 +300,25 @@ def main():
                 base_wall = wall
             else:
                 r["overheads"].append((wall - base_wall) / base_wall * 100)
+                r["overheads_s"].append(wall - base_wall)
     for t in tools:
         r = results[t.name]
         r["cold"] = statistics.median(r["cold_runs"])
         if t.name != "baseline":
             r["overhead"] = statistics.median(r["overheads"])
+            r["overhead_s"] = statistics.median(r["overheads_s"])
             print(f"re-runs of {t.name} ...", file=sys.stderr, flush=True)
             bench(t, r)
     base = results["baseline"]["cold"]
     base_wrote = results["baseline"]["wrote"]
     print(f"\n4-stage pipeline, {args.size_mb} MiB artifact, {os.cpu_count()} cores; baseline (plain shell) cold run {base:.2f} s (median of {args.rounds})\n")
     cols = ["azimuth", "dvc", "snakemake"]
+    print("cold runs per round (s): " + "; ".join(f"{t.name} " + " ".join(f"{x:.2f}" for x in results[t.name]["cold_runs"]) for t in tools) + "\n")
     print(f"{'measurement':<34}" + "".join(f"{c:>14}" for c in cols))
     rows = [
         ("cold run, median (s)", lambda r: f"{r['cold']:.2f}"),
         ("cold overhead, paired median", lambda r: f"{r['overhead']:+.1f}%"),
+        ("cold overhead, paired median (s)", lambda r: f"{r['overhead_s']:+.2f}"),
         ("no-op re-run, median of 5 (ms)", lambda r: f"{r['noop'] * 1000:.0f}"),
         ("touch big file: run (ms)", lambda r: f"{r['touch'] * 1000:.0f}"),
         ("touch big file: stages re-run", lambda r: f"{r['touch_reruns']}"),

@@ -182,9 +182,23 @@ fn stage_order(graph: &DiGraph<usize, Span>, decls: &Decls, diags: &mut Vec<Diag
     if cyclic {
         return None;
     }
-    let order = petgraph::algo::toposort(graph, None).ok()?;
-    // Stable: among ready stages prefer declaration order (toposort is already deterministic).
-    Some(order.into_iter().map(|n| graph[n]).collect())
+    // Kahn's algorithm; among ready stages the first declared goes first, so independent stages
+    // keep the order the user wrote them in.
+    let mut indegree: Vec<usize> = graph.node_indices().map(|n| graph.neighbors_directed(n, petgraph::Direction::Incoming).count()).collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
+        graph.node_indices().filter(|n| indegree[n.index()] == 0).map(|n| std::cmp::Reverse(graph[n])).collect();
+    let node_of: HashMap<usize, NodeIndex> = graph.node_indices().map(|n| (graph[n], n)).collect();
+    let mut order = Vec::with_capacity(graph.node_count());
+    while let Some(std::cmp::Reverse(stage)) = ready.pop() {
+        order.push(stage);
+        for next in graph.neighbors(node_of[&stage]) {
+            indegree[next.index()] -= 1;
+            if indegree[next.index()] == 0 {
+                ready.push(std::cmp::Reverse(graph[next]));
+            }
+        }
+    }
+    Some(order)
 }
 
 fn interpolate(s: &str, span: Span, globals: &HashMap<&str, &Json>) -> Result<Json, Diagnostic> {

@@ -122,3 +122,9 @@ fn builtin_params_get_defaults_and_types() {
     assert!(i.device_dependent && i.uses_torch);
     assert_eq!(i.device.as_deref(), Some("auto"));
 }
+
+#[test]
+fn independent_stages_keep_declaration_order() {
+    let p = load("stages:\n  z:\n    cmd: [a, \"${outputs.o}\"]\n    outputs: {o: o}\n  m:\n    cmd: [a, \"${inputs.i}\", \"${outputs.o}\"]\n    inputs: {i: y.o}\n    outputs: {o: o}\n  a:\n    cmd: [a, \"${outputs.o}\"]\n    outputs: {o: o}\n  y:\n    cmd: [a, \"${outputs.o}\"]\n    outputs: {o: o}\n");
+    assert_eq!(names(&p), ["z", "a", "y", "m"]);
+}
