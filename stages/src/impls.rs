@@ -1,24 +1,20 @@
 //! Stage name -> implementation (feature `torch`): [`dispatch`] is the one place that maps a
-//! catalogue name to the `run` function of its stage. Keep it in step with `specs::ALL`; a test
+//! catalogue name to the `run` function of its stage, through each family's `dispatch`; a test
 //! checks that every catalogued stage dispatches.
 
 use crate::{StageContext, StageError};
 
-/// Runs the built-in stage `name` on `ctx`.
+/// Runs the built-in stage `name` on `ctx`: asks each family in turn.
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError> {
-    match name {
-        "tensor.random" => crate::tensor::random::run(ctx),
-        "tensor.summary" => crate::tensor::summary::run(ctx),
-        other => Err(StageError(format!(
-            "stage `{}`: `{other}` is not a built-in stage; known: {}",
-            ctx.instance,
-            crate::catalogue()
-                .iter()
-                .map(|s| format!("`{}`", s.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+    let families: &[fn(&str, &StageContext) -> Option<Result<(), StageError>>] = &[crate::tensor::dispatch];
+    if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {
+        return result;
     }
+    Err(StageError(format!(
+        "stage `{}`: `{name}` is not a built-in stage; known: {}",
+        ctx.instance,
+        crate::catalogue().iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ")
+    )))
 }
 
 #[cfg(test)]

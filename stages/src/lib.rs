@@ -6,8 +6,8 @@
 //! `azimuth-stage-api` (`api/`), which the orchestrator links without libtorch; this crate holds
 //! the implementations and [`run`], which the worker calls after reading its job file.
 //!
-//! To add a stage: add its `SPEC` to `api/src/specs/<family>.rs` and `specs::ALL`, write its `run`
-//! in `src/<family>/<stage>.rs`, and list it in `impls::dispatch`. Bump the stage's `version`
+//! To add a stage: add its `SPEC` to `api/src/specs/<family>.rs` (and that file's `SPECS`), write
+//! its `run` in `src/<family>/<stage>.rs`, and list it in the family's `dispatch`. Bump the stage's `version`
 //! whenever the bytes it writes for the same inputs and params could change.
 
 mod impls;

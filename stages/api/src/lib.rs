@@ -219,7 +219,7 @@ impl StageSpec {
 
 /// Every built-in stage, in a stable order.
 pub fn catalogue() -> &'static [StageSpec] {
-    specs::ALL
+    specs::all()
 }
 
 /// The built-in stage called `name`, if any.

@@ -11,3 +11,14 @@
 pub(crate) mod random;
 pub(crate) mod stats;
 pub(crate) mod summary;
+
+use crate::{StageContext, StageError};
+
+/// The family's part of `impls::dispatch`: `None` if `name` is not a `tensor.*` stage.
+pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), StageError>> {
+    Some(match name {
+        "tensor.random" => random::run(ctx),
+        "tensor.summary" => summary::run(ctx),
+        _ => return None,
+    })
+}

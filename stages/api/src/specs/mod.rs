@@ -1,4 +1,4 @@
-//! The static list of every built-in stage's metadata ([`ALL`]), in the order `catalogue()`
+//! The list of every built-in stage's metadata ([`all`]), in the order `catalogue()`
 //! returns it, with one submodule per stage family holding the specs. Nothing here may touch
 //! libtorch: the orchestrator links this crate, and only `azimuth-worker` links libtorch.
 //!
@@ -9,19 +9,26 @@ use crate::StageSpec;
 
 pub mod tensor;
 
-/// Every built-in stage. Add new stages here and in `azimuth-stages`' `impls::dispatch`.
-pub(crate) static ALL: &[StageSpec] = &[tensor::RANDOM, tensor::SUMMARY];
+/// Every family's specs, in catalogue order. A new family adds its module here (and its
+/// `dispatch` in `azimuth-stages`' `impls.rs`); a new stage only touches its family's file.
+static FAMILIES: &[&[StageSpec]] = &[tensor::SPECS];
+
+/// Every built-in stage, flattened once.
+pub(crate) fn all() -> &'static [StageSpec] {
+    static ALL: std::sync::OnceLock<Vec<StageSpec>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| FAMILIES.iter().flat_map(|f| f.iter().copied()).collect())
+}
 
 #[cfg(test)]
 mod tests {
-    use super::ALL;
+    use super::all;
     use crate::{ParamType, StageKind};
     use std::collections::BTreeSet;
 
     #[test]
     fn stage_names_are_unique_and_dotted() {
         let mut seen = BTreeSet::new();
-        for s in ALL {
+        for s in all() {
             assert!(seen.insert(s.name), "duplicate stage name `{}`", s.name);
             let parts: Vec<&str> = s.name.split('.').collect();
             assert!(parts.len() >= 2, "`{}` is not `<family>.<stage>`", s.name);
@@ -41,7 +48,7 @@ mod tests {
 
     #[test]
     fn param_defaults_parse_and_match_their_types() {
-        for s in ALL {
+        for s in all() {
             let mut names = BTreeSet::new();
             for p in s.params {
                 assert!(
@@ -86,7 +93,7 @@ mod tests {
 
     #[test]
     fn ports_are_unique_and_flags_are_input_only() {
-        for s in ALL {
+        for s in all() {
             let mut names = BTreeSet::new();
             for p in s.inputs.iter().chain(s.outputs) {
                 assert!(
@@ -110,7 +117,7 @@ mod tests {
 
     #[test]
     fn device_dependence_implies_torch() {
-        for s in ALL {
+        for s in all() {
             assert!(!s.device_dependent || s.uses_torch, "`{}`", s.name);
         }
     }

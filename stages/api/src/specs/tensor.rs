@@ -4,6 +4,9 @@
 
 use crate::{ParamSpec, ParamType, PortSpec, StageKind, StageSpec};
 
+/// The family, in catalogue order.
+pub const SPECS: &[StageSpec] = &[RANDOM, SUMMARY];
+
 pub const RANDOM: StageSpec = StageSpec {
     name: "tensor.random",
     version: 1,
