@@ -221,7 +221,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                 if opts.replay_logs {
                     replay(store, &record, printer);
                 }
-                printer.event(&Event::finished(&pipeline.instances[i].name, "fresh", &[], record.duration_ms, None));
+                printer.event(&Event::finished(&pipeline.instances[i].name, "fresh", record.duration_ms, None));
                 summary.fresh += 1;
                 phase[i] = Phase::Done;
             }
@@ -229,7 +229,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                 let modified = link_outputs(pipeline, i, &record, store, memo)?;
                 warn_modified(pipeline, i, &modified, printer);
                 printer.stage_line("restored", &pipeline.instances[i].name, &format!("({} from the cache)", missing.join(", ")));
-                printer.event(&Event::finished(&pipeline.instances[i].name, "restored", &[], record.duration_ms, None));
+                printer.event(&Event::finished(&pipeline.instances[i].name, "restored", record.duration_ms, None));
                 summary.restored += 1;
                 phase[i] = Phase::Done;
             }
@@ -360,7 +360,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
             }
         }
         if running.is_empty() {
-            let pending = phase.iter().any(|p| *p == Phase::Pending);
+            let pending = phase.contains(&Phase::Pending);
             if !pending || stop_scheduling {
                 break;
             }
@@ -410,7 +410,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                 let modified = link_outputs(pipeline, r.idx, &record, store, memo)?;
                 warn_modified(pipeline, r.idx, &modified, printer);
                 printer.stage_line("done", &inst.name, &format!("({})", crate::output::human_duration(elapsed)));
-                printer.event(&Event::finished(&inst.name, "ran", &[], record.duration_ms, None));
+                printer.event(&Event::finished(&inst.name, "ran", record.duration_ms, None));
                 summary.records.insert(r.idx, record);
                 summary.ran += 1;
                 phase[r.idx] = Phase::Done;
@@ -420,7 +420,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                 let _ = crate::fsutil::write_atomic(&failed_log, &finished.log);
                 drop(finished.staging);
                 printer.stage_failure(&inst.name, &why, &finished.log, &failed_log);
-                printer.event(&Event::finished(&inst.name, "failed", &[], elapsed.as_millis() as u64, Some(&why)));
+                printer.event(&Event::finished(&inst.name, "failed", elapsed.as_millis() as u64, Some(&why)));
                 summary.failed.push(inst.name.clone());
                 phase[r.idx] = Phase::Failed;
                 if !opts.keep_going {
@@ -449,6 +449,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
 }
 
 /// If the state says the key is already computed, restore/link and report; `Some(Done)` then.
+#[allow(clippy::too_many_arguments)]
 fn settle_if_cached(
     pipeline: &Pipeline,
     i: usize,
@@ -472,7 +473,7 @@ fn settle_if_cached(
     } else {
         summary.fresh += 1;
     }
-    printer.event(&Event::finished(name, "fresh", &[], record.duration_ms, None));
+    printer.event(&Event::finished(name, "fresh", record.duration_ms, None));
     summary.records.insert(i, record.clone());
     Ok(Some(Phase::Done))
 }
@@ -490,7 +491,7 @@ fn link_outputs(pipeline: &Pipeline, i: usize, record: &RunRecord, store: &Store
         let Some(path) = plan::workspace_output(pipeline, i, name) else { continue };
         let stamp = previous.materialized.get(name).copied().filter(|_| previous.key == record.key);
         let state = workspace::state(&path, entry, store, memo, stamp).unwrap_or(CopyState::Modified);
-        let ours = !matches!(state, CopyState::Modified | CopyState::ModifiedInPlace) || (previous.materialized.get(name).is_some() && previous.materialized.get(name).copied() == Stamp::of(&path));
+        let ours = !matches!(state, CopyState::Modified | CopyState::ModifiedInPlace) || (previous.materialized.contains_key(name) && previous.materialized.get(name).copied() == Stamp::of(&path));
         if !ours {
             modified.push(name.clone());
             continue;
@@ -643,7 +644,7 @@ fn commit(outputs: &[(String, PathBuf)], store: &Store) -> Result<BTreeMap<Strin
     Ok(done)
 }
 
-fn read_log(path: &PathBuf) -> Vec<u8> {
+fn read_log(path: &std::path::Path) -> Vec<u8> {
     const MAX: u64 = 64 << 20;
     let Ok(mut f) = fs::File::open(path) else { return Vec::new() };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);

@@ -240,7 +240,7 @@ impl Event {
         Event::StageStarted { version: JSON_VERSION, stage: stage.to_string(), reasons: WireReason::all(reasons) }
     }
 
-    pub fn finished(stage: &str, status: &'static str, _reasons: &[Reason], duration_ms: u64, error: Option<&str>) -> Event {
+    pub fn finished(stage: &str, status: &'static str, duration_ms: u64, error: Option<&str>) -> Event {
         Event::StageFinished { version: JSON_VERSION, stage: stage.to_string(), status, duration_ms, error: error.map(str::to_string) }
     }
 }

@@ -99,10 +99,10 @@ pub fn materialize(path: &Path, entry: &OutputEntry, store: &Store) -> io::Resul
     let parent = path.parent().expect("workspace paths have a parent");
     fs::create_dir_all(parent)?;
     let tmp = temp_sibling(path);
-    let result = (|| match entry.kind {
+    let result = match entry.kind {
         ArtifactKind::File => link_or_copy(&store.object_path(&entry.digest), &tmp),
         ArtifactKind::Dir => store.link_tree(&entry.digest, &tmp),
-    })();
+    };
     if let Err(e) = result {
         let _ = remove_all(&tmp);
         return Err(e);

@@ -76,7 +76,7 @@ pub enum Sweep {
     /// `matrix: {key: [values...]}`: the cartesian product.
     Matrix(Vec<(String, Span, Node)>),
     /// `foreach: [{key: value, ...}, ...]`: explicit points, all with the same keys.
-    Foreach(Span, Vec<Node>),
+    Foreach(Vec<Node>),
 }
 
 const TOP_KEYS: &[&str] = &["version", "params", "stages"];
@@ -276,7 +276,7 @@ fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnosti
                 _ => diags.push(Diagnostic::new("`matrix` must be a non-empty map of param name to a list of values", val.span)),
             },
             "foreach" => match val.as_seq() {
-                Some(items) if !items.is_empty() => s.sweep = Some(Sweep::Foreach(val.span, items.to_vec())),
+                Some(items) if !items.is_empty() => s.sweep = Some(Sweep::Foreach(items.to_vec())),
                 _ => diags.push(Diagnostic::new("`foreach` must be a non-empty list of param maps", val.span)),
             },
             "env" => match val.as_seq() {

@@ -293,7 +293,7 @@ fn expand_sweep(s: &StageDecl, globals: &HashMap<&str, &Json>, diags: &mut Vec<D
             }
             points
         }
-        Some(Sweep::Foreach(span, items)) => {
+        Some(Sweep::Foreach(items)) => {
             let mut points = Vec::new();
             let mut first_keys: Option<Vec<String>> = None;
             for item in items {
@@ -327,7 +327,6 @@ fn expand_sweep(s: &StageDecl, globals: &HashMap<&str, &Json>, diags: &mut Vec<D
                 }
                 points.push(coords);
             }
-            let _ = span;
             points
         }
     }
@@ -354,12 +353,11 @@ fn build_instance(
     // Params: declared (interpolated), then sweep coordinates, then built-in schema.
     let mut params: BTreeMap<String, Json> = BTreeMap::new();
     let mut param_spans: HashMap<String, Span> = HashMap::new();
-    for (k, kspan, node) in &s.params {
+    for (k, _, node) in &s.params {
         match to_json(node, &mut |st, sp| interpolate(st, sp, globals)) {
             Ok(v) => {
                 params.insert(k.clone(), v);
                 param_spans.insert(k.clone(), node.span);
-                let _ = kspan;
             }
             Err(d) => diags.push(d),
         }
@@ -424,7 +422,7 @@ fn build_instance(
             });
             continue;
         }
-        let many = port.flatten().map_or(true, |p| p.many);
+        let many = port.flatten().is_none_or(|p| p.many);
         let mut sources = Vec::new();
         for r in &decl.refs {
             match r {

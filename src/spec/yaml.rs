@@ -6,7 +6,6 @@
 //! Anchors and aliases are supported by copying the anchored node. Duplicate mapping keys are an
 //! error, as are tags other than the core ones. Nothing here knows what a pipeline is.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
@@ -187,13 +186,8 @@ impl Builder<'_> {
                 })?;
                 self.push(Node { value: node.value, span }, 0)?;
             }
-            Event::DocumentStart(_) => {
-                if self.root.is_some() {
-                    return Err(SyntaxError {
-                        message: "more than one YAML document; a pipeline file holds exactly one".into(),
-                        span,
-                    });
-                }
+            Event::DocumentStart(_) if self.root.is_some() => {
+                return Err(SyntaxError { message: "more than one YAML document; a pipeline file holds exactly one".into(), span });
             }
             _ => {}
         }
@@ -244,11 +238,10 @@ fn scalar_text(v: &Value) -> String {
 }
 
 /// YAML 1.2 core schema resolution of a plain scalar.
-fn resolve_scalar(text: &Cow<'_, str>, style: ScalarStyle) -> Value {
+fn resolve_scalar(t: &str, style: ScalarStyle) -> Value {
     if style != ScalarStyle::Plain {
-        return Value::Str(text.to_string());
+        return Value::Str(t.to_string());
     }
-    let t: &str = text;
     match t {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
