@@ -6,7 +6,8 @@ use crate::{StageContext, StageError};
 
 /// Runs the built-in stage `name` on `ctx`: asks each family in turn.
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError> {
-    let families: &[fn(&str, &StageContext) -> Option<Result<(), StageError>>] = &[crate::tensor::dispatch];
+    let families: &[fn(&str, &StageContext) -> Option<Result<(), StageError>>] =
+        &[crate::w_extract::dispatch, crate::w_analysis::dispatch, crate::tensor::dispatch];
     if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {
         return result;
     }

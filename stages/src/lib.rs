@@ -10,10 +10,13 @@
 //! its `run` in `src/<family>/<stage>.rs`, and list it in the family's `dispatch`. Bump the stage's `version`
 //! whenever the bytes it writes for the same inputs and params could change.
 
+pub mod bf16;
 mod impls;
 mod io;
 mod params;
 mod tensor;
+mod w_analysis;
+mod w_extract;
 
 pub use azimuth_stage_api::{
     catalogue, device, find, ParamSpec, ParamType, PortSpec, StageContext, StageError, StageKind, StageSpec,

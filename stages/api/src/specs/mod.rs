@@ -8,10 +8,12 @@
 use crate::StageSpec;
 
 pub mod tensor;
+pub mod w_analysis;
+pub mod w_extract;
 
 /// Every family's specs, in catalogue order. A new family adds its module here (and its
 /// `dispatch` in `azimuth-stages`' `impls.rs`); a new stage only touches its family's file.
-static FAMILIES: &[&[StageSpec]] = &[tensor::SPECS];
+static FAMILIES: &[&[StageSpec]] = &[w_extract::SPECS, w_analysis::SPECS, tensor::SPECS];
 
 /// Every built-in stage, flattened once.
 pub(crate) fn all() -> &'static [StageSpec] {

@@ -1,0 +1,150 @@
+//! The `w_analysis` family: analyses of one matrix W [V, D] (a token's row per line) stored in a
+//! safetensors file, without libtorch.
+//!
+//! - [`black_holes`] (`w.black_holes`, S04): groups of bit-identical bf16 rows, numbered by
+//!   (population descending, smallest member ascending), with a per-token id map and the
+//!   representative rows. Built on [`crate::bf16::identical_rows`].
+//! - [`norms`] (`w.norms`, S03): per-row L2 norms, full-range and zoomed histograms, the spike.
+//!
+//! Metadata (`SPEC`s) lives in `azimuth-stage-api` (`specs/w_analysis.rs`). This module holds the
+//! shared input handling ([`load_w`]) and output writing; each stage runs on `ctx.threads` rayon
+//! threads, and its results never depend on the thread count.
+
+pub(crate) mod black_holes;
+pub(crate) mod norms;
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::io::MappedSafetensors;
+use crate::params::Params;
+use crate::{StageContext, StageError};
+
+/// The family's part of `impls::dispatch`: `None` if `name` is not one of its stages.
+pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), StageError>> {
+    Some(match name {
+        "w.black_holes" => black_holes::run(ctx),
+        "w.norms" => norms::run(ctx),
+        _ => return None,
+    })
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (at least 1).
+pub(crate) fn with_threads<T: Send>(
+    p: &Params<'_>,
+    threads: usize,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, StageError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| p.error(format!("cannot start {threads} worker threads: {e}")))?;
+    Ok(pool.install(f))
+}
+
+/// The mapped input `w` of a stage; [`W::view`] gives the checked matrix.
+pub(crate) struct W {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) mapped: MappedSafetensors,
+}
+
+/// A 2-D matrix inside the mapped file.
+pub(crate) struct Matrix<'a> {
+    pub(crate) dtype: Dtype,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    /// Row-major little-endian element bytes.
+    pub(crate) data: &'a [u8],
+}
+
+/// Maps the single artifact on input port `w`.
+pub(crate) fn load_w(p: &Params<'_>) -> Result<W, StageError> {
+    let inputs = p.inputs("w")?;
+    if inputs.len() != 1 {
+        return Err(p.error(format!("input `w` takes one file, got {}", inputs.len())));
+    }
+    let path = inputs[0].clone();
+    let mapped = MappedSafetensors::open(&path).map_err(|e| p.error(e))?;
+    Ok(W { path, mapped })
+}
+
+impl W {
+    /// The 2-D tensor `name`, whose dtype must be one of `dtypes`.
+    pub(crate) fn matrix<'a>(
+        &'a self,
+        p: &Params<'_>,
+        name: &str,
+        dtypes: &[Dtype],
+        why: &str,
+    ) -> Result<Matrix<'a>, StageError> {
+        let path = &self.path;
+        let st = self.mapped.parse(path).map_err(|e| p.error(e))?;
+        let view: TensorView<'a> = match st.tensor(name) {
+            Ok(v) => v,
+            Err(_) => {
+                let mut names = st.names();
+                names.sort_unstable();
+                let shown: Vec<String> = names.iter().take(20).map(|n| format!("`{n}`")).collect();
+                return Err(p.error(format!(
+                    "`{}` has no tensor `{name}`; it has {}; set param `tensor` to the matrix's name",
+                    path.display(),
+                    if shown.is_empty() { "no tensors".to_string() } else { shown.join(", ") }
+                )));
+            }
+        };
+        if !dtypes.contains(&view.dtype()) {
+            let allowed: Vec<String> = dtypes.iter().map(|d| d.to_string()).collect();
+            return Err(p.error(format!(
+                "`{}`, tensor `{name}` has dtype {}, but this stage needs {} ({why})",
+                path.display(),
+                view.dtype(),
+                allowed.join(" or ")
+            )));
+        }
+        let shape = view.shape().to_vec();
+        if shape.len() != 2 || shape[1] == 0 {
+            return Err(p.error(format!(
+                "`{}`, tensor `{name}` has shape {shape:?}; expected a matrix [V, D] with D ≥ 1",
+                path.display()
+            )));
+        }
+        let data = view.data();
+        Ok(Matrix {
+            dtype: view.dtype(),
+            rows: shape[0],
+            cols: shape[1],
+            data,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` with mode 0644.
+pub(crate) fn write_text(p: &Params<'_>, path: &Path, bytes: &[u8]) -> Result<(), StageError> {
+    let res = (|| -> std::io::Result<()> {
+        std::fs::write(path, bytes)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+        }
+        Ok(())
+    })();
+    res.map_err(|e| {
+        p.error(format!(
+            "cannot write `{}`: {e}; check that the directory is writable",
+            path.display()
+        ))
+    })
+}
+
+/// Pretty JSON with a trailing newline.
+pub(crate) fn json_bytes<T: serde::Serialize>(
+    p: &Params<'_>,
+    v: &T,
+) -> Result<Vec<u8>, StageError> {
+    let mut text = serde_json::to_string_pretty(v)
+        .map_err(|e| p.error(format!("cannot encode the summary: {e}")))?;
+    text.push('\n');
+    Ok(text.into_bytes())
+}
