@@ -10,7 +10,7 @@ CMAKE_VERSION=4.4.4    # any >= 3.26
 STAMP=.deps/.stamp-torch-$TORCH_VERSION-cuda${TCH_CUDA:-0}
 if [[ -f $STAMP ]]; then echo "deps: up to date (.deps)"; exit 0; fi
 command -v python3 >/dev/null || { echo "setup-deps: python3 is required (to fetch libtorch from PyPI)" >&2; exit 1; }
-rm -rf .deps && mkdir -p .deps
+rm -rf .deps/py .deps/bin .deps/.stamp-torch-* && mkdir -p .deps   # .deps/models (fetch-models.sh) is kept
 PIP=(python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --target .deps/py)
 if python3 -m pip install --help 2>/dev/null | grep -q -- --root-user-action; then PIP+=(--root-user-action=ignore); fi
 case "$(uname -s)-$(uname -m)-${TCH_CUDA:-0}" in

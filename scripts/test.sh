@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-deps.sh
+./scripts/fetch-models.sh   # real checkpoints for w.extract's tests and the shipped pipeline
 cargo test --release --locked --workspace
 cargo test --release --locked --no-default-features --lib
