@@ -723,16 +723,7 @@ fn cache_gc(pipeline: &Pipeline, store: &Store, dry_run: bool, keep_days: Option
     let report = store.gc(&roots, keep_days, dry_run).map_err(|e| failure(format!("garbage collection failed: {e}")))?;
     let verb = if dry_run { "would free" } else { "freed" };
     if printer.json {
-        printer.json_doc(&WireGc {
-            version: JSON_VERSION,
-            dry_run,
-            records: report.records,
-            objects: report.objects,
-            bytes: report.bytes,
-            trees: report.trees,
-            staging: report.staging,
-            old_formats: report.old_formats.clone(),
-        });
+        printer.json_doc(&WireGc { version: JSON_VERSION, dry_run, report: &report });
     } else {
         printer.out(&format!(
             "{verb} {} in {} object(s); {} run record(s){}{}",

@@ -320,15 +320,11 @@ pub struct WireVerify {
 
 /// `cache gc --json`.
 #[derive(Serialize)]
-pub struct WireGc {
+pub struct WireGc<'a> {
     pub version: u32,
     pub dry_run: bool,
-    pub records: usize,
-    pub objects: usize,
-    pub bytes: u64,
-    pub trees: usize,
-    pub staging: usize,
-    pub old_formats: Vec<String>,
+    #[serde(flatten)]
+    pub report: &'a crate::store::GcReport,
 }
 
 /// What `show --json` found inside an artifact.

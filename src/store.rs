@@ -588,7 +588,7 @@ impl Store {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize)]
 pub struct GcReport {
     pub records: usize,
     pub objects: usize,

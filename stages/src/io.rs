@@ -85,6 +85,18 @@ fn header<'t, 'a>(
     Ok((bytes, order))
 }
 
+/// Maps an input file read-only, hinting sequential read-ahead (W is read once, front to back).
+/// The error names the file.
+pub(crate) fn map_input(path: &Path) -> Result<memmap2::Mmap, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+    // SAFETY: a read-only map of an input artifact: read-only checkouts of the store, or files the
+    // user promises not to change during the run.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map `{}`: {e}", path.display()))?;
+    // A hint; failure is harmless.
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
+}
+
 /// The whole file in memory (tests compare it with the crate's own serializer).
 #[cfg(test)]
 pub(crate) fn safetensors_bytes(

@@ -19,7 +19,6 @@
 //! Vocabulary: the string array `tokenizer.ggml.tokens` (index = token id).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
 
 use safetensors::tensor::Dtype;
@@ -436,14 +435,7 @@ pub(crate) fn dequantize_q8_0(src: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn extract(p: &Params<'_>, path: &Path, want: &str) -> Result<(), StageError> {
-    let file =
-        File::open(path).map_err(|e| p.error(format!("cannot open `{}`: {e}", path.display())))?;
-    // SAFETY: read-only map of an input artifact, which no one changes during the run.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| p.error(format!("cannot map `{}`: {e}", path.display())))?;
-    // Read once, front to back: ask for aggressive read-ahead (a hint; failure is harmless).
-    #[cfg(unix)]
-    let _ = map.advise(memmap2::Advice::Sequential);
+    let map = crate::io::map_input(path).map_err(|e| p.error(e))?;
     let buf: &[u8] = &map;
     let bad = |e: String| {
         p.error(format!(

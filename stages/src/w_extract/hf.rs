@@ -17,7 +17,6 @@
 //! which win where both name an id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
 use std::path::Path;
 
 use safetensors::tensor::Dtype;
@@ -47,15 +46,7 @@ struct Mapped {
 }
 
 fn map_file(p: &Params<'_>, path: &Path) -> Result<Mapped, StageError> {
-    let file =
-        File::open(path).map_err(|e| p.error(format!("cannot open `{}`: {e}", path.display())))?;
-    // SAFETY: read-only map of a checkpoint file; inputs are immutable artifacts (read-only
-    // checkouts of the store or files the user promises not to change during the run).
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| p.error(format!("cannot map `{}`: {e}", path.display())))?;
-    // W is read once, front to back: ask for aggressive read-ahead (a hint; failure is harmless).
-    #[cfg(unix)]
-    let _ = map.advise(memmap2::Advice::Sequential);
+    let map = crate::io::map_input(path).map_err(|e| p.error(e))?;
     Ok(Mapped {
         name: basename(path),
         map,
