@@ -3,7 +3,7 @@
 # synthetic Qwen-sized bf16 W (151,936 x 2,560, 13 planted black holes; see bench/w_stages.py).
 #
 # Usage: bench/w_stages.sh [threads]   (default 2); NUMPY=1 also times np.unique (slow). Needs
-# python3; creates .bench/venv-torch with numpy (and tries the torch 2.13.0 CPU wheel) if missing.
+# python3; creates .bench/venv-torch with numpy if missing.
 # Rust side: the ignored test `bench_black_holes` in stages/tests/it/w_analysis.rs (release build;
 # CARGO_TARGET_DIR is honoured), which times our finder, the whole stage, and libtorch 2.13's
 # unique_dim (the kernel of torch.unique(dim=0)) through tch on the same bytes.
@@ -16,8 +16,8 @@ mkdir -p .bench
 if [[ ! -x $VENV/bin/python ]]; then
   python3 -m venv $VENV
   $VENV/bin/pip install --quiet --disable-pip-version-check numpy
-  $VENV/bin/pip install --quiet --disable-pip-version-check torch==2.13.0 \
-    --index-url https://download.pytorch.org/whl/cpu || echo "torch unavailable: numpy only" >&2
+  # PyPI's torch 2.13.0 for Linux is the CUDA build, which needs GBs of nvidia wheels to import;
+  # the torch.unique(dim=0) kernel is timed through libtorch (tch) on the Rust side instead.
 fi
 [[ -f $W ]] || $VENV/bin/python bench/w_stages.py make $W
 cat $W > /dev/null   # page cache: every contender reads the file from memory
