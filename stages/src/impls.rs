@@ -4,9 +4,12 @@
 
 use crate::{StageContext, StageError};
 
+/// A family's dispatcher: `None` when the stage is not one of its own.
+type FamilyDispatch = fn(&str, &StageContext) -> Option<Result<(), StageError>>;
+
 /// Runs the built-in stage `name` on `ctx`: asks each family in turn.
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError> {
-    let families: &[fn(&str, &StageContext) -> Option<Result<(), StageError>>] =
+    let families: &[FamilyDispatch] =
         &[crate::w_extract::dispatch, crate::w_analysis::dispatch, crate::tensor::dispatch];
     if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {
         return result;
