@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-deps.sh
 ./scripts/fetch-models.sh   # real checkpoints for w.extract's tests and the shipped pipeline
+export AZIMUTH_REQUIRE_MODELS=1   # so those tests fail, rather than skip, if a model is missing
 cargo test --release --locked --workspace
 cargo test --release --locked --no-default-features --lib

@@ -151,6 +151,21 @@ pub(crate) fn write_safetensors(
     Ok(())
 }
 
+/// Writes a small output (JSON, CSV) with mode 0644. Outputs live in the stage's staging
+/// directory, which only becomes visible after the stage succeeds, so a plain write is safe.
+pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes)
+        .and_then(|()| set_mode_0644(path))
+        .map_err(|e| format!("cannot write `{}`: {e}; check that the output directory is writable", path.display()))
+}
+
+/// Pretty JSON with a trailing newline (serde_json without `preserve_order`: sorted maps).
+pub(crate) fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    let mut text = serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?;
+    text.push('\n');
+    Ok(text.into_bytes())
+}
+
 #[cfg(unix)]
 fn set_mode_0644(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -45,6 +45,17 @@ impl<'a> Params<'a> {
         ))
     }
 
+    /// Writes a small output (JSON, CSV) with mode 0644; errors name the stage instance.
+    pub(crate) fn write_output(&self, path: &Path, bytes: &[u8]) -> Result<(), StageError> {
+        crate::io::write_output(path, bytes).map_err(|e| self.error(e))
+    }
+
+    /// Writes `value` as pretty JSON with a trailing newline.
+    pub(crate) fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<(), StageError> {
+        let bytes = crate::io::json_bytes(value).map_err(|e| self.error(e))?;
+        self.write_output(path, &bytes)
+    }
+
     /// The param's value, or its declared default, checked against its declared type.
     fn value(&self, name: &str) -> Result<Value, StageError> {
         let decl = self

@@ -62,15 +62,7 @@ mod imp {
             tensor: (!only.is_empty()).then_some(only),
             files,
         };
-        let mut text = serde_json::to_string_pretty(&report)
-            .map_err(|e| p.error(format!("cannot encode the report: {e}")))?;
-        text.push('\n');
-        write_file(out, text.as_bytes()).map_err(|e| {
-            p.error(format!(
-                "cannot write `{}`: {e}; check that the directory is writable",
-                out.display()
-            ))
-        })
+        p.write_json(out, &report)
     }
 
     fn summarize_file(
@@ -132,16 +124,5 @@ mod imp {
         format!(
             "{e}; input `tensors` must be safetensors files (e.g. the output of `tensor.random`)"
         )
-    }
-
-    /// Writes `bytes` to `path` with mode 0644.
-    fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        std::fs::write(path, bytes)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-        }
-        Ok(())
     }
 }

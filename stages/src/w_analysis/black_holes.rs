@@ -30,7 +30,7 @@ use azimuth_stage_api::specs::w_analysis::BLACK_HOLES as SPEC;
 use crate::bf16;
 use crate::io::{write_safetensors, TensorOut};
 use crate::params::Params;
-use crate::w_analysis::{json_bytes, load_w, with_threads, write_text};
+use crate::w_analysis::{load_w, with_threads};
 use crate::{StageContext, StageError};
 
 /// Bumped with `SPEC.version` whenever an output's layout changes.
@@ -192,7 +192,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             bf16::linf_ulps(&pats, f),
         );
     }
-    write_text(&p, table_out, table.as_bytes())?;
+    p.write_output(table_out, table.as_bytes())?;
 
     // summary
     let in_groups: usize = census.groups.iter().map(Vec::len).sum();
@@ -214,5 +214,5 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         small_groups: small.len(),
         small_group_tokens: small.iter().map(Vec::len).sum(),
     };
-    write_text(&p, summary_out, &json_bytes(&p, &summary)?)
+    p.write_json(summary_out, &summary)
 }

@@ -13,7 +13,6 @@
 pub(crate) mod black_holes;
 pub(crate) mod norms;
 
-use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -119,32 +118,3 @@ impl W {
     }
 }
 
-/// Writes `bytes` to `path` with mode 0644.
-pub(crate) fn write_text(p: &Params<'_>, path: &Path, bytes: &[u8]) -> Result<(), StageError> {
-    let res = (|| -> std::io::Result<()> {
-        std::fs::write(path, bytes)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-        }
-        Ok(())
-    })();
-    res.map_err(|e| {
-        p.error(format!(
-            "cannot write `{}`: {e}; check that the directory is writable",
-            path.display()
-        ))
-    })
-}
-
-/// Pretty JSON with a trailing newline.
-pub(crate) fn json_bytes<T: serde::Serialize>(
-    p: &Params<'_>,
-    v: &T,
-) -> Result<Vec<u8>, StageError> {
-    let mut text = serde_json::to_string_pretty(v)
-        .map_err(|e| p.error(format!("cannot encode the summary: {e}")))?;
-    text.push('\n');
-    Ok(text.into_bytes())
-}

@@ -33,7 +33,7 @@ use azimuth_stage_api::specs::w_analysis::NORMS as SPEC;
 
 use crate::io::{write_safetensors, TensorOut};
 use crate::params::Params;
-use crate::w_analysis::{json_bytes, load_w, with_threads, write_text};
+use crate::w_analysis::{load_w, with_threads};
 use crate::{StageContext, StageError};
 
 /// Bumped with `SPEC.version` whenever an output's layout changes.
@@ -236,8 +236,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             .filter(|b| b.count > 0)
             .reduce(|best, b| if b.count > best.count { b } else { best });
     }
-    write_text(&p, hist_out, csv.as_bytes())?;
-    write_text(&p, summary_out, &json_bytes(&p, &summary)?)
+    p.write_output(hist_out, csv.as_bytes())?;
+    p.write_json(summary_out, &summary)
 }
 
 #[cfg(test)]

@@ -113,40 +113,7 @@ pub(crate) fn write_outputs(
     if vocab.source.is_some() && vocab.tokens.len() < w.shape[0] {
         vocab.tokens.resize(w.shape[0], None);
     }
-    let mut text = serde_json::to_string_pretty(&VocabFile {
-        format: VOCAB_FORMAT,
-        source: &vocab.source,
-        tokens: &vocab.tokens,
-    })
-    .map_err(|e| p.error(format!("cannot encode the vocabulary: {e}")))?;
-    text.push('\n');
-    write_file_0644(vocab_path, text.as_bytes()).map_err(|e| {
-        p.error(format!(
-            "cannot write `{}`: {e}; check that the output directory is writable",
-            vocab_path.display()
-        ))
-    })
-}
-
-/// Writes `bytes` to `path` through a sibling temp file and a rename, with mode 0644.
-fn write_file_0644(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        std::fs::write(&tmp, bytes)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    p.write_json(vocab_path, &VocabFile { format: VOCAB_FORMAT, source: &vocab.source, tokens: &vocab.tokens })
 }
 
 /// The basename of `path` for metadata and messages that must not depend on its location.

@@ -735,6 +735,22 @@ fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/models")
 }
 
+/// Whether a real checkpoint from scripts/fetch-models.sh is there. Without it the test is skipped
+/// with a note, except where `AZIMUTH_REQUIRE_MODELS` is set (scripts/test.sh, hence CI, sets it
+/// after fetching): there a missing model fails instead of passing silently.
+fn fetched(path: &Path) -> bool {
+    if path.is_file() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("AZIMUTH_REQUIRE_MODELS").is_none(),
+        "{} is absent but AZIMUTH_REQUIRE_MODELS is set; run scripts/fetch-models.sh",
+        path.display()
+    );
+    eprintln!("skipped: {} is absent; run scripts/fetch-models.sh", path.display());
+    false
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
@@ -744,11 +760,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[test]
 fn real_smollm2_gguf_when_fetched() {
     let path = models_dir().join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() {
-        eprintln!(
-            "skipped: {} is absent; run scripts/fetch-models.sh",
-            path.display()
-        );
+    if !fetched(&path) {
         return;
     }
     let t = std::time::Instant::now();
@@ -812,11 +824,7 @@ fn real_smollm2_gguf_when_fetched() {
 #[test]
 fn real_all_minilm_when_fetched() {
     let dir = models_dir().join("all-minilm-l6-v2");
-    if !dir.join("model.safetensors").is_file() {
-        eprintln!(
-            "skipped: {} is absent; run scripts/fetch-models.sh",
-            dir.display()
-        );
+    if !fetched(&dir.join("model.safetensors")) {
         return;
     }
     let e = extract(&dir, json!({})).err().unwrap();
@@ -844,11 +852,7 @@ fn real_all_minilm_when_fetched() {
 #[test]
 fn real_qwen3_tokenizer_when_fetched() {
     let tok = models_dir().join("qwen3-tokenizer/tokenizer.json");
-    if !tok.is_file() {
-        eprintln!(
-            "skipped: {} is absent; run scripts/fetch-models.sh",
-            tok.display()
-        );
+    if !fetched(&tok) {
         return;
     }
     // A Qwen3-shaped tied checkpoint (151,936 rows, narrow) beside the real tokenizer.json.
