@@ -19,8 +19,8 @@ use crate::hash::{Digest, StatMemo};
 use crate::lock::{FileLock, Mode};
 use crate::lockfile;
 use crate::output::{
-    human_bytes, human_duration, Event, Printer, WireGc, WireOutput, WireReason, WireRecord, WireRecordRow, WireRecords, WireStage,
-    WireStatus, WireVerify, WireWhy, JSON_VERSION,
+    human_bytes, human_duration, Event, Printer, WireGc, WireOutput, WireReason, WireRecord,
+    WireRecordRow, WireRecords, WireStage, WireStatus, WireVerify, WireWhy, JSON_VERSION,
 };
 use crate::plan::{self, Settings, State};
 use crate::registry::Registry;
@@ -29,10 +29,20 @@ use crate::spec::{self, parse_selector, Pipeline};
 use crate::store::{format_time, ArtifactKind, OutputEntry, RunRecord, Store};
 
 #[derive(Parser, Debug)]
-#[command(name = "azimuth", version, about = "A pipeline orchestrator with a content-addressed cache, for embedding-matrix research")]
+#[command(
+    name = "azimuth",
+    version,
+    about = "A pipeline orchestrator with a content-addressed cache, for embedding-matrix research"
+)]
 pub struct Cli {
     /// The pipeline file.
-    #[arg(long, short = 'p', global = true, env = "AZIMUTH_PIPELINE", default_value = "pipeline.yaml")]
+    #[arg(
+        long,
+        short = 'p',
+        global = true,
+        env = "AZIMUTH_PIPELINE",
+        default_value = "pipeline.yaml"
+    )]
     pub pipeline: PathBuf,
     /// The cache directory (default: `cache/` next to the pipeline file).
     #[arg(long, global = true, env = "AZIMUTH_CACHE_DIR")]
@@ -149,11 +159,17 @@ pub struct Fail {
 }
 
 fn usage(message: impl Into<String>) -> Fail {
-    Fail { code: 2, message: message.into() }
+    Fail {
+        code: 2,
+        message: message.into(),
+    }
 }
 
 fn failure(message: impl Into<String>) -> Fail {
-    Fail { code: 1, message: message.into() }
+    Fail {
+        code: 1,
+        message: message.into(),
+    }
 }
 
 type CmdResult = Result<ExitCode, Fail>;
@@ -195,7 +211,12 @@ fn init_tracing(verbose: u8) {
             _ => "azimuth=trace",
         }),
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
 }
 
 fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
@@ -209,7 +230,9 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
         }
         Command::Show { artifact } if !artifact.contains('.') => {
             let store = open_store(cli, None);
-            show::show(&store, None, artifact, printer).map(|()| ExitCode::SUCCESS).map_err(failure)
+            show::show(&store, None, artifact, printer)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(failure)
         }
         Command::Cache(CacheCommand::Path { artifact }) if !artifact.contains('.') => {
             let store = open_store(cli, None);
@@ -222,16 +245,29 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
         _ => {
             let pipeline = load_pipeline(cli, &registry)?;
             let store = open_store(cli, Some(&pipeline));
-            let settings = Settings { device_override: cli.device.clone() };
+            let settings = Settings {
+                device_override: cli.device.clone(),
+            };
             match &cli.command {
-                Command::Run { stages, dry_run, force, jobs, keep_going, lock_timeout } => {
+                Command::Run {
+                    stages,
+                    dry_run,
+                    force,
+                    jobs,
+                    keep_going,
+                    lock_timeout,
+                } => {
                     let targets = select(&pipeline, stages)?;
                     let forced_sel = select(&pipeline, force)?;
                     let mut forced = vec![false; pipeline.instances.len()];
                     for i in forced_sel {
                         forced[i] = true;
                     }
-                    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+                    let jobs = jobs.unwrap_or_else(|| {
+                        std::thread::available_parallelism()
+                            .map(|n| n.get())
+                            .unwrap_or(1)
+                    });
                     let opts = RunOptions {
                         targets,
                         forced,
@@ -254,12 +290,25 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                     printer.out_raw(&crate::dag::render(&pipeline, *format));
                     Ok(ExitCode::SUCCESS)
                 }
-                Command::Show { artifact } => show::show(&store, Some(&pipeline), artifact, printer).map(|()| ExitCode::SUCCESS).map_err(failure),
+                Command::Show { artifact } => {
+                    show::show(&store, Some(&pipeline), artifact, printer)
+                        .map(|()| ExitCode::SUCCESS)
+                        .map_err(failure)
+                }
                 Command::Cache(CacheCommand::Ls) => cache_ls(&store, printer),
-                Command::Cache(CacheCommand::Show { artifact }) => cache_show(&store, Some(&pipeline), artifact, printer),
-                Command::Cache(CacheCommand::Path { artifact }) => cache_path(&store, Some(&pipeline), artifact, printer),
-                Command::Cache(CacheCommand::Gc { dry_run, keep_days }) => cache_gc(&pipeline, &store, *dry_run, *keep_days, printer),
-                Command::Cache(CacheCommand::Verify) | Command::Stages { .. } | Command::Stage { .. } | Command::Hash { .. } => {
+                Command::Cache(CacheCommand::Show { artifact }) => {
+                    cache_show(&store, Some(&pipeline), artifact, printer)
+                }
+                Command::Cache(CacheCommand::Path { artifact }) => {
+                    cache_path(&store, Some(&pipeline), artifact, printer)
+                }
+                Command::Cache(CacheCommand::Gc { dry_run, keep_days }) => {
+                    cache_gc(&pipeline, &store, *dry_run, *keep_days, printer)
+                }
+                Command::Cache(CacheCommand::Verify)
+                | Command::Stages { .. }
+                | Command::Stage { .. }
+                | Command::Hash { .. } => {
                     unreachable!("handled above")
                 }
             }
@@ -273,7 +322,10 @@ fn load_pipeline(cli: &Cli, registry: &Registry) -> Result<Pipeline, Fail> {
         if !msg.starts_with("error:") {
             msg = format!("error: {msg}");
         }
-        Fail { code: 2, message: msg }
+        Fail {
+            code: 2,
+            message: msg,
+        }
     })
 }
 
@@ -281,7 +333,18 @@ fn open_store(cli: &Cli, pipeline: Option<&Pipeline>) -> Store {
     let dir = match (&cli.cache_dir, pipeline) {
         (Some(d), _) => d.clone(),
         (None, Some(p)) => p.root.join("cache"),
-        (None, None) => cli.pipeline.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new(".")).join("cache"),
+        (None, None) => cli
+            .pipeline
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .join("cache"),
     };
     // Absolute, so that printed paths work from anywhere.
     let dir = std::path::absolute(&dir).unwrap_or(dir);
@@ -293,13 +356,28 @@ fn select(pipeline: &Pipeline, names: &[String]) -> Result<Vec<usize>, Fail> {
     let mut out = Vec::new();
     for n in names {
         let sel = parse_selector(n).map_err(usage)?;
-        let hits: Vec<usize> = (0..pipeline.instances.len()).filter(|&i| sel.matches(&pipeline.instances[i])).collect();
+        let hits: Vec<usize> = (0..pipeline.instances.len())
+            .filter(|&i| sel.matches(&pipeline.instances[i]))
+            .collect();
         if hits.is_empty() {
-            let stages: BTreeSet<&str> = pipeline.instances.iter().map(|i| i.stage.as_str()).collect();
+            let stages: BTreeSet<&str> = pipeline
+                .instances
+                .iter()
+                .map(|i| i.stage.as_str())
+                .collect();
             let mut msg = format!("no stage `{n}` in `{}`", pipeline.file_name());
             if stages.contains(sel.stage.as_str()) {
-                let names: Vec<&str> = pipeline.instances.iter().filter(|i| i.stage == sel.stage).map(|i| i.name.as_str()).collect();
-                msg.push_str(&format!("\n  = help: instances of `{}`: {}", sel.stage, names.join(", ")));
+                let names: Vec<&str> = pipeline
+                    .instances
+                    .iter()
+                    .filter(|i| i.stage == sel.stage)
+                    .map(|i| i.name.as_str())
+                    .collect();
+                msg.push_str(&format!(
+                    "\n  = help: instances of `{}`: {}",
+                    sel.stage,
+                    names.join(", ")
+                ));
             } else if let Some(c) = did_you_mean(&sel.stage, stages.iter().copied()) {
                 msg.push_str(&format!("\n  = help: did you mean `{c}`?"));
             }
@@ -316,7 +394,10 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
     memo.progress = printer.hash_progress();
     let result = exec::run(pipeline, store, &mut memo, opts, printer);
     let _ = memo.save(&store.statcache_path());
-    let summary = result.map_err(|e| Fail { code: 2, message: e.to_string() })?;
+    let summary = result.map_err(|e| Fail {
+        code: 2,
+        message: e.to_string(),
+    })?;
     let mut lock = lockfile::build(pipeline, &summary.records);
     // Instances this run did not bring up to date keep their previous entry (as with a partial
     // `run STAGE`); instances no longer in the pipeline drop out.
@@ -328,7 +409,10 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
         }
     }
     if let Err(e) = lockfile::write(&lockfile::path_for(pipeline), &lock) {
-        printer.warn(&format!("cannot write `{}`: {e}", lockfile::path_for(pipeline).display()));
+        printer.warn(&format!(
+            "cannot write `{}`: {e}",
+            lockfile::path_for(pipeline).display()
+        ));
     }
     let elapsed = start.elapsed();
     printer.event(&Event::Summary {
@@ -352,29 +436,58 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
     if summary.skipped > 0 {
         parts.push(format!("{} skipped", summary.skipped));
     }
-    printer.status(&format!("{} in {}", parts.join(", "), human_duration(elapsed)));
+    printer.status(&format!(
+        "{} in {}",
+        parts.join(", "),
+        human_duration(elapsed)
+    ));
     if summary.interrupted {
-        printer.error("interrupted; nothing partial was kept, and the next `azimuth run` continues from here");
+        printer.error(
+            "interrupted; nothing partial was kept, and the next `azimuth run` continues from here",
+        );
         return Ok(ExitCode::from(130));
     }
     if !summary.failed.is_empty() {
-        return Err(failure(format!("stage{} failed: {}", if summary.failed.len() == 1 { "" } else { "s" }, summary.failed.join(", "))));
+        return Err(failure(format!(
+            "stage{} failed: {}",
+            if summary.failed.len() == 1 { "" } else { "s" },
+            summary.failed.join(", ")
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn plan_states(pipeline: &Pipeline, store: &Store, settings: &Settings, printer: &Printer) -> Result<Vec<State>, Fail> {
+fn plan_states(
+    pipeline: &Pipeline,
+    store: &Store,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<Vec<State>, Fail> {
     let mut memo = StatMemo::load(&store.statcache_path());
     memo.progress = printer.hash_progress();
-    let states = plan::plan_all(pipeline, store, &mut memo, settings, &[]).map_err(|e| Fail { code: 2, message: e.to_string() })?;
+    let states = plan::plan_all(pipeline, store, &mut memo, settings, &[]).map_err(|e| Fail {
+        code: 2,
+        message: e.to_string(),
+    })?;
     // Read-only commands may refresh the memo (it is only a cache), but never wait for it.
     let _ = memo.save(&store.statcache_path());
     Ok(states)
 }
 
-fn dry_run_report(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer) -> CmdResult {
+fn dry_run_report(
+    pipeline: &Pipeline,
+    store: &Store,
+    opts: &RunOptions,
+    printer: &Printer,
+) -> CmdResult {
     let mut memo = StatMemo::load(&store.statcache_path());
-    let states = plan::plan_all(pipeline, store, &mut memo, &opts.settings, &opts.forced).map_err(|e| Fail { code: 2, message: e.to_string() })?;
+    let states =
+        plan::plan_all(pipeline, store, &mut memo, &opts.settings, &opts.forced).map_err(|e| {
+            Fail {
+                code: 2,
+                message: e.to_string(),
+            }
+        })?;
     let selected = exec::closure(pipeline, &opts.targets);
     let mut n_run = 0;
     for (i, st) in states.iter().enumerate() {
@@ -384,14 +497,30 @@ fn dry_run_report(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer
         let name = &pipeline.instances[i].name;
         match st {
             State::Fresh { .. } => printer.stage_line("fresh", name, ""),
-            State::Restorable { missing, .. } => printer.stage_line("restore", name, &format!("({})", missing.join(", "))),
+            State::Restorable { missing, .. } => {
+                printer.stage_line("restore", name, &format!("({})", missing.join(", ")))
+            }
             State::Dirty { reasons, .. } => {
                 n_run += 1;
-                printer.stage_line("would run", name, &format!("({})", reasons.iter().map(|r| r.sentence()).collect::<Vec<_>>().join("; ")))
+                printer.stage_line(
+                    "would run",
+                    name,
+                    &format!(
+                        "({})",
+                        reasons
+                            .iter()
+                            .map(|r| r.sentence())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                )
             }
         }
     }
-    printer.status(&format!("dry run: {n_run} stage{} would run", if n_run == 1 { "" } else { "s" }));
+    printer.status(&format!(
+        "dry run: {n_run} stage{} would run",
+        if n_run == 1 { "" } else { "s" }
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -401,33 +530,83 @@ fn outputs_of(pipeline: &Pipeline, i: usize, record: Option<&RunRecord>) -> Vec<
         .iter()
         .map(|o| {
             let e = record.and_then(|r| r.outputs.get(&o.name));
-            let path = plan::workspace_output(pipeline, i, &o.name).map(|p| p.strip_prefix(&pipeline.root).unwrap_or(&p).display().to_string()).unwrap_or_default();
-            WireOutput { name: o.name.clone(), path, digest: e.map(|e| e.digest.to_string()), size: e.map(|e| e.size) }
+            let path = plan::workspace_output(pipeline, i, &o.name)
+                .map(|p| {
+                    p.strip_prefix(&pipeline.root)
+                        .unwrap_or(&p)
+                        .display()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            WireOutput {
+                name: o.name.clone(),
+                path,
+                digest: e.map(|e| e.digest.to_string()),
+                size: e.map(|e| e.size),
+            }
         })
         .collect()
 }
 
-fn status(pipeline: &Pipeline, store: &Store, settings: &Settings, check: bool, printer: &Printer) -> CmdResult {
+fn status(
+    pipeline: &Pipeline,
+    store: &Store,
+    settings: &Settings,
+    check: bool,
+    printer: &Printer,
+) -> CmdResult {
     let states = plan_states(pipeline, store, settings, printer)?;
     let mut any_dirty = false;
     let mut wire = Vec::new();
-    let width = pipeline.instances.iter().map(|i| i.name.chars().count()).max().unwrap_or(5).max(5);
+    let width = pipeline
+        .instances
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut text = String::new();
     for (i, st) in states.iter().enumerate() {
         let inst = &pipeline.instances[i];
         let (detail, reasons, modified): (String, Vec<Reason>, Vec<String>) = match st {
-            State::Fresh { modified, .. } => (modified_note(modified), Vec::new(), modified.clone()),
-            State::Restorable { missing, modified, .. } => {
-                (format!("outputs cached, workspace copy missing or stale: {}{}", missing.join(", "), modified_note(modified)), Vec::new(), modified.clone())
+            State::Fresh { modified, .. } => {
+                (modified_note(modified), Vec::new(), modified.clone())
             }
-            State::Dirty { reasons, .. } => (reasons.iter().map(|r| r.sentence()).collect::<Vec<_>>().join("; "), reasons.clone(), Vec::new()),
+            State::Restorable {
+                missing, modified, ..
+            } => (
+                format!(
+                    "outputs cached, workspace copy missing or stale: {}{}",
+                    missing.join(", "),
+                    modified_note(modified)
+                ),
+                Vec::new(),
+                modified.clone(),
+            ),
+            State::Dirty { reasons, .. } => (
+                reasons
+                    .iter()
+                    .map(|r| r.sentence())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                reasons.clone(),
+                Vec::new(),
+            ),
         };
         any_dirty |= !matches!(st, State::Fresh { .. });
         let key = match st {
-            State::Dirty { ingredients: Some(ing), .. } => Some(ing.key().to_string()),
+            State::Dirty {
+                ingredients: Some(ing),
+                ..
+            } => Some(ing.key().to_string()),
             other => other.record().map(|r| r.key.to_string()),
         };
-        text.push_str(&format!("{:<width$}  {:<10}  {}\n", inst.name, st.label(), detail.trim_start_matches("; ")));
+        text.push_str(&format!(
+            "{:<width$}  {:<10}  {}\n",
+            inst.name,
+            st.label(),
+            detail.trim_start_matches("; ")
+        ));
         wire.push(WireStage {
             name: inst.name.clone(),
             stage: inst.stage.clone(),
@@ -440,18 +619,36 @@ fn status(pipeline: &Pipeline, store: &Store, settings: &Settings, check: bool, 
         });
     }
     if printer.json {
-        printer.json_doc(&WireStatus { version: JSON_VERSION, pipeline: pipeline.file_name(), stages: wire });
+        printer.json_doc(&WireStatus {
+            version: JSON_VERSION,
+            pipeline: pipeline.file_name(),
+            stages: wire,
+        });
     } else {
         printer.out_raw(&text);
     }
-    Ok(if check && any_dirty { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if check && any_dirty {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn modified_note(modified: &[String]) -> String {
-    if modified.is_empty() { String::new() } else { format!("; modified in the workspace: {}", modified.join(", ")) }
+    if modified.is_empty() {
+        String::new()
+    } else {
+        format!("; modified in the workspace: {}", modified.join(", "))
+    }
 }
 
-fn why(pipeline: &Pipeline, store: &Store, settings: &Settings, name: &str, printer: &Printer) -> CmdResult {
+fn why(
+    pipeline: &Pipeline,
+    store: &Store,
+    settings: &Settings,
+    name: &str,
+    printer: &Printer,
+) -> CmdResult {
     let idx = select(pipeline, &[name.to_string()])?;
     let states = plan_states(pipeline, store, settings, printer)?;
     for i in idx {
@@ -474,15 +671,25 @@ fn why(pipeline: &Pipeline, store: &Store, settings: &Settings, name: &str, prin
                 key: current.as_ref().map(|c| c.key().to_string()),
                 last_key: last.as_ref().map(|r| r.key.to_string()),
                 reasons: WireReason::all(&reasons),
-                ingredients: current.as_ref().map(|c| serde_json::to_value(c).expect("records serialize")),
-                last_ingredients: last.as_ref().map(|r| serde_json::to_value(&r.ingredients).expect("records serialize")),
+                ingredients: current
+                    .as_ref()
+                    .map(|c| serde_json::to_value(c).expect("records serialize")),
+                last_ingredients: last
+                    .as_ref()
+                    .map(|r| serde_json::to_value(&r.ingredients).expect("records serialize")),
             });
             continue;
         }
         let mut s = format!("{} is {}", inst.name, st.label());
         match st {
             State::Fresh { record, .. } | State::Restorable { record, .. } => {
-                s.push_str(&format!(": its key {} matches the run of {} on {} ({})\n", record.key, format_time(record.finished_at), record.host, human_duration(Duration::from_millis(record.duration_ms))));
+                s.push_str(&format!(
+                    ": its key {} matches the run of {} on {} ({})\n",
+                    record.key,
+                    format_time(record.finished_at),
+                    record.host,
+                    human_duration(Duration::from_millis(record.duration_ms))
+                ));
             }
             State::Dirty { .. } => {
                 s.push('\n');
@@ -490,10 +697,22 @@ fn why(pipeline: &Pipeline, store: &Store, settings: &Settings, name: &str, prin
                     s.push_str(&format!("  - {}\n", r.sentence()));
                 }
                 if let (Some(c), Some(l)) = (&current, &last) {
-                    s.push_str(&format!("key now {}\nlast run {} ({})\n", c.key(), l.key, format_time(l.finished_at)));
-                    s.push_str(&key_diff(&serde_json::to_value(&l.ingredients).expect("records serialize"), &serde_json::to_value(c).expect("records serialize")));
+                    s.push_str(&format!(
+                        "key now {}\nlast run {} ({})\n",
+                        c.key(),
+                        l.key,
+                        format_time(l.finished_at)
+                    ));
+                    s.push_str(&key_diff(
+                        &serde_json::to_value(&l.ingredients).expect("records serialize"),
+                        &serde_json::to_value(c).expect("records serialize"),
+                    ));
                 } else if let Some(c) = &current {
-                    s.push_str(&format!("key now {} (no earlier run of `{}` is recorded)\n", c.key(), inst.name));
+                    s.push_str(&format!(
+                        "key now {} (no earlier run of `{}` is recorded)\n",
+                        c.key(),
+                        inst.name
+                    ));
                 }
             }
         }
@@ -508,7 +727,15 @@ fn key_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
-                    flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out)
+                    flatten(
+                        &if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        },
+                        v,
+                        out,
+                    )
                 }
             }
             other => out.push((prefix.to_string(), other.to_string())),
@@ -547,47 +774,105 @@ fn stages(registry: &Registry, name: Option<&str>, printer: &Printer) -> CmdResu
         if name.is_some_and(|n| n != b.name) {
             continue;
         }
-        s.push_str(&format!("{} (v{}, {}): {}\n", b.name, b.version, b.kind.as_str(), b.summary));
+        s.push_str(&format!(
+            "{} (v{}, {}): {}\n",
+            b.name,
+            b.version,
+            b.kind.as_str(),
+            b.summary
+        ));
         if name.is_none() {
             continue;
         }
         for p in &b.inputs {
-            s.push_str(&format!("  input  {}{}: {}\n", p.name, if p.many { " (one or more)" } else { "" }, p.doc));
+            s.push_str(&format!(
+                "  input  {}{}: {}\n",
+                p.name,
+                if p.many { " (one or more)" } else { "" },
+                p.doc
+            ));
         }
         for p in &b.outputs {
             s.push_str(&format!("  output {}: {}\n", p.name, p.doc));
         }
         for p in &b.params {
-            let d = p.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
-            s.push_str(&format!("  param  {}{d}: {} ({})\n", p.name, p.doc, p.ty.describe()));
+            let d = p
+                .default
+                .as_ref()
+                .map(|d| format!(" = {d}"))
+                .unwrap_or_else(|| " (required)".into());
+            s.push_str(&format!(
+                "  param  {}{d}: {} ({})\n",
+                p.name,
+                p.doc,
+                p.ty.describe()
+            ));
         }
     }
     if s.is_empty() {
-        let hint = name.and_then(|n| did_you_mean(n, registry.names())).map(|c| format!("\n  = help: did you mean `{c}`?")).unwrap_or_default();
-        return Err(usage(format!("no built-in stage `{}`{hint}", name.unwrap_or_default())));
+        let hint = name
+            .and_then(|n| did_you_mean(n, registry.names()))
+            .map(|c| format!("\n  = help: did you mean `{c}`?"))
+            .unwrap_or_default();
+        return Err(usage(format!(
+            "no built-in stage `{}`{hint}",
+            name.unwrap_or_default()
+        )));
     }
     printer.out_raw(&s);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves `stage.output` (through the current plan, else the last run) or a digest prefix.
-pub fn resolve_artifact(store: &Store, pipeline: Option<&Pipeline>, text: &str) -> Result<(OutputEntry, Option<RunRecord>), String> {
+pub fn resolve_artifact(
+    store: &Store,
+    pipeline: Option<&Pipeline>,
+    text: &str,
+) -> Result<(OutputEntry, Option<RunRecord>), String> {
     if let (Some(p), Some((head, output))) = (pipeline, text.rsplit_once('.')) {
-        let names_a_stage = parse_selector(head).is_ok_and(|sel| p.instances.iter().any(|i| i.stage == sel.stage));
+        let names_a_stage =
+            parse_selector(head).is_ok_and(|sel| p.instances.iter().any(|i| i.stage == sel.stage));
         if names_a_stage {
             let sel = parse_selector(head)?;
-            let hits: Vec<usize> = (0..p.instances.len()).filter(|&i| sel.matches(&p.instances[i])).collect();
+            let hits: Vec<usize> = (0..p.instances.len())
+                .filter(|&i| sel.matches(&p.instances[i]))
+                .collect();
             let i = match hits.as_slice() {
                 [i] => *i,
                 [] => return Err(format!("no stage `{head}` in `{}`", p.file_name())),
-                many => return Err(format!("`{head}` names {} instances ({}); pick one, e.g. `{}.{output}`", many.len(), many.iter().map(|&i| p.instances[i].name.as_str()).collect::<Vec<_>>().join(", "), p.instances[many[0]].name)),
+                many => {
+                    return Err(format!(
+                        "`{head}` names {} instances ({}); pick one, e.g. `{}.{output}`",
+                        many.len(),
+                        many.iter()
+                            .map(|&i| p.instances[i].name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        p.instances[many[0]].name
+                    ))
+                }
             };
             let inst = &p.instances[i];
             if !inst.outputs.iter().any(|o| o.name == output) {
-                return Err(format!("stage `{}` has no output `{output}` (outputs: {})", inst.name, inst.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")));
+                return Err(format!(
+                    "stage `{}` has no output `{output}` (outputs: {})",
+                    inst.name,
+                    inst.outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
-            let record = store.last_record(&inst.name).ok_or_else(|| format!("`{}` has not run yet; run `azimuth run {}` first", inst.name, inst.name))?;
-            let entry = record.outputs.get(output).cloned().ok_or_else(|| format!("the last run of `{}` has no output `{output}`", inst.name))?;
+            let record = store.last_record(&inst.name).ok_or_else(|| {
+                format!(
+                    "`{}` has not run yet; run `azimuth run {}` first",
+                    inst.name, inst.name
+                )
+            })?;
+            let entry = record.outputs.get(output).cloned().ok_or_else(|| {
+                format!("the last run of `{}` has no output `{output}`", inst.name)
+            })?;
             return Ok((entry, Some(record)));
         }
     }
@@ -595,10 +880,25 @@ pub fn resolve_artifact(store: &Store, pipeline: Option<&Pipeline>, text: &str) 
         return Err(format!("no cache at `{}`", store.dir.display()));
     }
     let d = store.resolve_prefix(text)?;
-    let producer = store.all_records().into_iter().filter(|r| r.outputs.values().any(|e| e.digest == d)).max_by_key(|r| r.finished_at);
+    let producer = store
+        .all_records()
+        .into_iter()
+        .filter(|r| r.outputs.values().any(|e| e.digest == d))
+        .max_by_key(|r| r.finished_at);
     let entry = match &producer {
-        Some(r) => r.outputs.values().find(|e| e.digest == d).cloned().expect("filtered above"),
-        None => OutputEntry { digest: d, size: std::fs::metadata(store.object_path(&d)).map(|m| m.len()).unwrap_or(0), kind: ArtifactKind::File },
+        Some(r) => r
+            .outputs
+            .values()
+            .find(|e| e.digest == d)
+            .cloned()
+            .expect("filtered above"),
+        None => OutputEntry {
+            digest: d,
+            size: std::fs::metadata(store.object_path(&d))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            kind: ArtifactKind::File,
+        },
     };
     Ok((entry, producer))
 }
@@ -607,30 +907,50 @@ fn hash_paths(paths: &[PathBuf], printer: &Printer) -> CmdResult {
     let mut memo = StatMemo::default();
     memo.progress = printer.hash_progress();
     for p in paths {
-        let d = memo.path_digest(p).map_err(|e| failure(format!("cannot hash `{}`: {e}", p.display())))?;
+        let d = memo
+            .path_digest(p)
+            .map_err(|e| failure(format!("cannot hash `{}`: {e}", p.display())))?;
         printer.out(&format!("{d}  {}", p.display()));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn cache_path(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer: &Printer) -> CmdResult {
+fn cache_path(
+    store: &Store,
+    pipeline: Option<&Pipeline>,
+    artifact: &str,
+    printer: &Printer,
+) -> CmdResult {
     let (entry, _) = resolve_artifact(store, pipeline, artifact).map_err(usage)?;
-    let path = store.artifact_path(&entry).map_err(|e| failure(format!("cannot check out {}: {e}", entry.digest)))?;
+    let path = store
+        .artifact_path(&entry)
+        .map_err(|e| failure(format!("cannot check out {}: {e}", entry.digest)))?;
     printer.out(&path.display().to_string());
     Ok(ExitCode::SUCCESS)
 }
 
-fn cache_show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer: &Printer) -> CmdResult {
+fn cache_show(
+    store: &Store,
+    pipeline: Option<&Pipeline>,
+    artifact: &str,
+    printer: &Printer,
+) -> CmdResult {
     // A run key prefix names a record directly.
-    let by_key = Digest::parse(artifact).and_then(|d| store.read_record(&d)).or_else(|| {
-        let p = artifact.strip_prefix("b3:").unwrap_or(artifact);
-        let hits: Vec<RunRecord> = if p.len() >= 4 && p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            store.all_records().into_iter().filter(|r| r.key.hex().starts_with(p)).collect()
-        } else {
-            Vec::new()
-        };
-        (hits.len() == 1).then(|| hits.into_iter().next().expect("one"))
-    });
+    let by_key = Digest::parse(artifact)
+        .and_then(|d| store.read_record(&d))
+        .or_else(|| {
+            let p = artifact.strip_prefix("b3:").unwrap_or(artifact);
+            let hits: Vec<RunRecord> = if p.len() >= 4 && p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                store
+                    .all_records()
+                    .into_iter()
+                    .filter(|r| r.key.hex().starts_with(p))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (hits.len() == 1).then(|| hits.into_iter().next().expect("one"))
+        });
     let record = match by_key {
         Some(r) => r,
         None => {
@@ -639,7 +959,10 @@ fn cache_show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printe
         }
     };
     if printer.json {
-        printer.json_doc(&WireRecord { version: JSON_VERSION, record: &record });
+        printer.json_doc(&WireRecord {
+            version: JSON_VERSION,
+            record: &record,
+        });
     } else {
         printer.out_raw(&show::render_record(&record));
     }
@@ -648,7 +971,11 @@ fn cache_show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printe
 
 fn cache_ls(store: &Store, printer: &Printer) -> CmdResult {
     let records = store.all_records();
-    let pointers: BTreeSet<Digest> = store.all_pointers().into_iter().map(|(_, p)| p.key).collect();
+    let pointers: BTreeSet<Digest> = store
+        .all_pointers()
+        .into_iter()
+        .map(|(_, p)| p.key)
+        .collect();
     if printer.json {
         let rows: Vec<WireRecordRow> = records
             .iter()
@@ -659,17 +986,36 @@ fn cache_ls(store: &Store, printer: &Printer) -> CmdResult {
                 size: r.outputs.values().map(|e| e.size).sum(),
                 finished_at: format_time(r.finished_at),
                 duration_ms: r.duration_ms,
-                outputs: r.outputs.iter().map(|(k, e)| (k.clone(), e.digest.to_string())).collect(),
+                outputs: r
+                    .outputs
+                    .iter()
+                    .map(|(k, e)| (k.clone(), e.digest.to_string()))
+                    .collect(),
             })
             .collect();
-        printer.json_doc(&WireRecords { version: JSON_VERSION, records: rows });
+        printer.json_doc(&WireRecords {
+            version: JSON_VERSION,
+            records: rows,
+        });
         return Ok(ExitCode::SUCCESS);
     }
-    let width = records.iter().map(|r| r.instance.chars().count()).max().unwrap_or(5).max(5);
-    let mut s = format!("{:<width$}  {:<12}  {:>10}  {:<20}  {}\n", "STAGE", "KEY", "SIZE", "FINISHED", "DURATION");
+    let width = records
+        .iter()
+        .map(|r| r.instance.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut s = format!(
+        "{:<width$}  {:<12}  {:>10}  {:<20}  {}\n",
+        "STAGE", "KEY", "SIZE", "FINISHED", "DURATION"
+    );
     for r in &records {
         let size: u64 = r.outputs.values().map(|e| e.size).sum();
-        let mark = if pointers.contains(&r.key) { "" } else { "  (superseded)" };
+        let mark = if pointers.contains(&r.key) {
+            ""
+        } else {
+            "  (superseded)"
+        };
         s.push_str(&format!(
             "{:<width$}  {:<12}  {:>10}  {:<20}  {}{mark}\n",
             r.instance,
@@ -685,53 +1031,104 @@ fn cache_ls(store: &Store, printer: &Printer) -> CmdResult {
 
 fn cache_verify(store: &Store, printer: &Printer) -> CmdResult {
     if !store.exists() {
-        printer.status(&format!("no cache at `{}`; nothing to verify", store.dir.display()));
+        printer.status(&format!(
+            "no cache at `{}`; nothing to verify",
+            store.dir.display()
+        ));
         return Ok(ExitCode::SUCCESS);
     }
     let (n, problems) = store.verify();
     if printer.json {
-        printer.json_doc(&WireVerify { version: JSON_VERSION, objects: n, problems: problems.clone() });
+        printer.json_doc(&WireVerify {
+            version: JSON_VERSION,
+            objects: n,
+            problems: problems.clone(),
+        });
     } else {
         for p in &problems {
             printer.out(p);
         }
-        printer.status(&format!("verified {n} objects: {}", if problems.is_empty() { "all good".to_string() } else { format!("{} problem(s)", problems.len()) }));
+        printer.status(&format!(
+            "verified {n} objects: {}",
+            if problems.is_empty() {
+                "all good".to_string()
+            } else {
+                format!("{} problem(s)", problems.len())
+            }
+        ));
     }
-    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-fn cache_gc(pipeline: &Pipeline, store: &Store, dry_run: bool, keep_days: Option<u64>, printer: &Printer) -> CmdResult {
+fn cache_gc(
+    pipeline: &Pipeline,
+    store: &Store,
+    dry_run: bool,
+    keep_days: Option<u64>,
+    printer: &Printer,
+) -> CmdResult {
     if !store.exists() {
         printer.status("no cache; nothing to collect");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut roots: BTreeSet<Digest> = store.all_pointers().into_iter().map(|(_, p)| p.key).collect();
+    let mut roots: BTreeSet<Digest> = store
+        .all_pointers()
+        .into_iter()
+        .map(|(_, p)| p.key)
+        .collect();
     let lock_path = lockfile::path_for(pipeline);
     match lockfile::read(&lock_path) {
         Ok(Some(l)) => roots.extend(l.stages.values().map(|s| s.key)),
         Ok(None) => {}
-        Err(e) => return Err(usage(format!("{e}\n  = help: fix or delete it; gc uses it to know what to keep"))),
+        Err(e) => {
+            return Err(usage(format!(
+                "{e}\n  = help: fix or delete it; gc uses it to know what to keep"
+            )))
+        }
     }
     let _lock = if dry_run {
         None
     } else {
         Some(
-            FileLock::acquire(&store.store_lock_path(), Mode::Exclusive, Duration::from_secs(3600), |h| printer.status(&format!("waiting for running pipelines to finish ({h})")))
-                .map_err(|e| failure(format!("cannot lock the cache: {e}")))?,
+            FileLock::acquire(
+                &store.store_lock_path(),
+                Mode::Exclusive,
+                Duration::from_secs(3600),
+                |h| printer.status(&format!("waiting for running pipelines to finish ({h})")),
+            )
+            .map_err(|e| failure(format!("cannot lock the cache: {e}")))?,
         )
     };
-    let report = store.gc(&roots, keep_days, dry_run).map_err(|e| failure(format!("garbage collection failed: {e}")))?;
+    let report = store
+        .gc(&roots, keep_days, dry_run)
+        .map_err(|e| failure(format!("garbage collection failed: {e}")))?;
     let verb = if dry_run { "would free" } else { "freed" };
     if printer.json {
-        printer.json_doc(&WireGc { version: JSON_VERSION, dry_run, report: &report });
+        printer.json_doc(&WireGc {
+            version: JSON_VERSION,
+            dry_run,
+            report: &report,
+        });
     } else {
         printer.out(&format!(
             "{verb} {} in {} object(s); {} run record(s){}{}",
             human_bytes(report.bytes),
             report.objects,
             report.records,
-            if report.staging > 0 { format!("; {} stale staging dir(s)", report.staging) } else { String::new() },
-            if report.old_formats.is_empty() { String::new() } else { format!("; old cache formats: {}", report.old_formats.join(", ")) }
+            if report.staging > 0 {
+                format!("; {} stale staging dir(s)", report.staging)
+            } else {
+                String::new()
+            },
+            if report.old_formats.is_empty() {
+                String::new()
+            } else {
+                format!("; old cache formats: {}", report.old_formats.join(", "))
+            }
         ));
     }
     Ok(ExitCode::SUCCESS)

@@ -27,7 +27,11 @@ fn what(p: &Pipeline, i: usize) -> String {
     let inst = &p.instances[i];
     match &inst.body {
         Body::Builtin { name, .. } => format!("{name}, {}", inst.kind.as_str()),
-        Body::Cmd { argv } => format!("cmd `{}`, {}", argv.first().map(String::as_str).unwrap_or(""), inst.kind.as_str()),
+        Body::Cmd { argv } => format!(
+            "cmd `{}`, {}",
+            argv.first().map(String::as_str).unwrap_or(""),
+            inst.kind.as_str()
+        ),
     }
 }
 
@@ -53,10 +57,21 @@ pub fn render(p: &Pipeline, format: DagFormat) -> String {
             }
         }
         DagFormat::Dot => {
-            s.push_str("digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
+            s.push_str(
+                "digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n",
+            );
             for (i, inst) in p.instances.iter().enumerate() {
-                let shape = if inst.kind == crate::registry::StageKind::Generator { "box" } else { "ellipse" };
-                let _ = writeln!(s, "  n{i} [label=\"{}\\n{}\", shape={shape}];", esc(&inst.name), esc(&what(p, i)));
+                let shape = if inst.kind == crate::registry::StageKind::Generator {
+                    "box"
+                } else {
+                    "ellipse"
+                };
+                let _ = writeln!(
+                    s,
+                    "  n{i} [label=\"{}\\n{}\", shape={shape}];",
+                    esc(&inst.name),
+                    esc(&what(p, i))
+                );
             }
             for (u, c, label) in &edges {
                 let _ = writeln!(s, "  n{u} -> n{c} [label=\"{}\"];", esc(label));

@@ -19,11 +19,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>, span: Span) -> Self {
-        Diagnostic { message: message.into(), span: Some(span), hint: None }
+        Diagnostic {
+            message: message.into(),
+            span: Some(span),
+            hint: None,
+        }
     }
 
     pub fn global(message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), span: None, hint: None }
+        Diagnostic {
+            message: message.into(),
+            span: None,
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -35,7 +43,10 @@ impl Diagnostic {
     pub fn render(&self, file: &str, source: &str) -> String {
         let mut out = format!("error: {}\n", self.message);
         if let Some(span) = self.span {
-            let line_text = source.lines().nth(span.line.saturating_sub(1)).unwrap_or("");
+            let line_text = source
+                .lines()
+                .nth(span.line.saturating_sub(1))
+                .unwrap_or("");
             let gutter = span.line.to_string().len();
             let pad = " ".repeat(gutter);
             let _ = writeln!(out, "{pad}--> {file}:{}:{}", span.line, span.col);
@@ -44,9 +55,17 @@ impl Diagnostic {
             // Underline from the column to the end of the span, within this line.
             let start_col = span.col.saturating_sub(1);
             let line_chars = line_text.chars().count();
-            let span_chars = source.get(span.start..span.end).map(|s| s.chars().take_while(|&c| c != '\n').count()).unwrap_or(1);
+            let span_chars = source
+                .get(span.start..span.end)
+                .map(|s| s.chars().take_while(|&c| c != '\n').count())
+                .unwrap_or(1);
             let width = span_chars.clamp(1, line_chars.saturating_sub(start_col).max(1));
-            let _ = writeln!(out, "{pad} | {}{}", " ".repeat(start_col), "^".repeat(width));
+            let _ = writeln!(
+                out,
+                "{pad} | {}{}",
+                " ".repeat(start_col),
+                "^".repeat(width)
+            );
         }
         if let Some(h) = &self.hint {
             let _ = writeln!(out, "  = help: {h}");
@@ -56,7 +75,10 @@ impl Diagnostic {
 }
 
 /// The closest candidate by edit distance, if it is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
@@ -79,7 +101,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -95,7 +119,16 @@ mod tests {
     #[test]
     fn renders_a_snippet_with_caret_and_hint() {
         let src = "stages:\n  a:\n    cmd: echo\n    inputs:\n      x: gen.out\n";
-        let d = Diagnostic::new("unknown stage `gen`", Span { start: 48, end: 55, line: 5, col: 10 }).hint("did you mean `a`?");
+        let d = Diagnostic::new(
+            "unknown stage `gen`",
+            Span {
+                start: 48,
+                end: 55,
+                line: 5,
+                col: 10,
+            },
+        )
+        .hint("did you mean `a`?");
         assert_eq!(
             d.render("pipeline.yaml", src),
             "error: unknown stage `gen`\n --> pipeline.yaml:5:10\n  |\n5 |       x: gen.out\n  |          ^^^^^^^\n  = help: did you mean `a`?\n"

@@ -35,7 +35,7 @@ use crate::lock::{FileLock, Mode};
 use crate::output::{Event, Printer};
 use crate::plan::{self, PlanError, Settings, State};
 use crate::spec::{Body, InputSource, Pipeline};
-use crate::store::{hostname, now_secs, OutputEntry, Pointer, RunRecord, Stamp, Staging, Store};
+use crate::store::{hostname, now_secs, OutputEntry, Pointer, RunRecord, Staging, Stamp, Store};
 use crate::workspace::{self, CopyState};
 
 #[derive(Debug, Clone)]
@@ -160,32 +160,58 @@ struct Budget {
 }
 
 fn total_gpus() -> u32 {
-    if let Some(n) = std::env::var("AZIMUTH_GPUS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("AZIMUTH_GPUS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         return n;
     }
     fs::read_dir("/dev")
-        .map(|rd| rd.flatten().filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.strip_prefix("nvidia").is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
-        }).count() as u32)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.strip_prefix("nvidia")
+                        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count() as u32
+        })
         .unwrap_or(0)
 }
 
 fn total_memory() -> u64 {
     fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map(|kb| kb * 1024)
         .unwrap_or(u64::MAX)
 }
 
 /// Runs the pipeline (or the closure of `opts.targets`).
-pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOptions, printer: &Printer) -> Result<Summary, ExecError> {
-    store.init().map_err(io_err(format!("cannot create the cache at `{}`", store.dir.display())))?;
-    let _store_lock = FileLock::acquire(&store.store_lock_path(), Mode::Shared, opts.lock_timeout, |h| {
-        printer.status(&format!("waiting for the cache: {h} (garbage collection)"));
-    })
+pub fn run(
+    pipeline: &Pipeline,
+    store: &Store,
+    memo: &mut StatMemo,
+    opts: &RunOptions,
+    printer: &Printer,
+) -> Result<Summary, ExecError> {
+    store.init().map_err(io_err(format!(
+        "cannot create the cache at `{}`",
+        store.dir.display()
+    )))?;
+    let _store_lock = FileLock::acquire(
+        &store.store_lock_path(),
+        Mode::Shared,
+        opts.lock_timeout,
+        |h| {
+            printer.status(&format!("waiting for the cache: {h} (garbage collection)"));
+        },
+    )
     .map_err(io_err("cannot lock the cache"))?;
     let cleaned = store.clean_stale_staging();
     if cleaned > 0 {
@@ -200,7 +226,10 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
     let n = pipeline.instances.len();
     let selected = closure(pipeline, &opts.targets);
     let initial = plan::plan_all(pipeline, store, memo, &opts.settings, &opts.forced)?;
-    let mut phase: Vec<Phase> = selected.iter().map(|&s| if s { Phase::Pending } else { Phase::Unselected }).collect();
+    let mut phase: Vec<Phase> = selected
+        .iter()
+        .map(|&s| if s { Phase::Pending } else { Phase::Unselected })
+        .collect();
     let mut summary = Summary::default();
     let mut first_reasons: Vec<Option<Vec<Reason>>> = vec![None; n];
     for (i, state) in initial.into_iter().enumerate() {
@@ -221,15 +250,31 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                 if opts.replay_logs {
                     replay(store, &record, printer);
                 }
-                printer.event(&Event::finished(&pipeline.instances[i].name, "fresh", record.duration_ms, None));
+                printer.event(&Event::finished(
+                    &pipeline.instances[i].name,
+                    "fresh",
+                    record.duration_ms,
+                    None,
+                ));
                 summary.fresh += 1;
                 phase[i] = Phase::Done;
             }
-            State::Restorable { record, missing, .. } => {
+            State::Restorable {
+                record, missing, ..
+            } => {
                 let modified = link_outputs(pipeline, i, &record, store, memo)?;
                 warn_modified(pipeline, i, &modified, printer);
-                printer.stage_line("restored", &pipeline.instances[i].name, &format!("({} from the cache)", missing.join(", ")));
-                printer.event(&Event::finished(&pipeline.instances[i].name, "restored", record.duration_ms, None));
+                printer.stage_line(
+                    "restored",
+                    &pipeline.instances[i].name,
+                    &format!("({} from the cache)", missing.join(", ")),
+                );
+                printer.event(&Event::finished(
+                    &pipeline.instances[i].name,
+                    "restored",
+                    record.duration_ms,
+                    None,
+                ));
                 summary.restored += 1;
                 phase[i] = Phase::Done;
             }
@@ -247,7 +292,11 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
         }
     }
 
-    let budget_total = Budget { cpus: opts.jobs.max(1) as u32, gpus: total_gpus(), memory: total_memory() };
+    let budget_total = Budget {
+        cpus: opts.jobs.max(1) as u32,
+        gpus: total_gpus(),
+        memory: total_memory(),
+    };
     let mut budget = Budget { ..budget_total };
     let mut running: BTreeMap<usize, Running> = BTreeMap::new();
     let mut waiting_lock: BTreeMap<usize, Instant> = BTreeMap::new();
@@ -284,10 +333,17 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                     continue;
                 }
                 let ups: Vec<usize> = upstreams(pipeline, i).collect();
-                if ups.iter().any(|&u| matches!(phase[u], Phase::Failed | Phase::Skipped)) {
+                if ups
+                    .iter()
+                    .any(|&u| matches!(phase[u], Phase::Failed | Phase::Skipped))
+                {
                     phase[i] = Phase::Skipped;
                     summary.skipped += 1;
-                    printer.stage_line("skipped", &pipeline.instances[i].name, "(an upstream stage failed)");
+                    printer.stage_line(
+                        "skipped",
+                        &pipeline.instances[i].name,
+                        "(an upstream stage failed)",
+                    );
                     continue;
                 }
                 if !ups.iter().all(|&u| phase[u] == Phase::Done) {
@@ -304,31 +360,65 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                 let lookup = |u: usize| summary.records.get(&u).cloned();
                 let inputs = match plan::input_digests(pipeline, i, memo, &lookup)? {
                     Ok(d) => d,
-                    Err(up) => return Err(ExecError::Io(format!("internal: upstream `{up}` of `{}` finished without a record", inst.name))),
+                    Err(up) => {
+                        return Err(ExecError::Io(format!(
+                            "internal: upstream `{up}` of `{}` finished without a record",
+                            inst.name
+                        )))
+                    }
                 };
                 let ing = plan::ingredients(pipeline, i, inputs, &opts.settings)?;
                 let key = ing.key();
                 let state = plan::classify(pipeline, i, ing.clone(), store, memo, opts.forced[i]);
-                if let Some(done) = settle_if_cached(pipeline, i, &state, store, memo, printer, &mut summary, first_reasons[i].is_some())? {
+                if let Some(done) = settle_if_cached(
+                    pipeline,
+                    i,
+                    &state,
+                    store,
+                    memo,
+                    printer,
+                    &mut summary,
+                    first_reasons[i].is_some(),
+                )? {
                     phase[i] = done;
                     waiting_lock.remove(&i);
                     continue;
                 }
                 // Single-flight: one process computes a key at a time.
-                let Some(mut key_lock) = FileLock::try_acquire(&store.key_lock_path(&key), Mode::Exclusive).map_err(io_err("cannot lock a stage key"))? else {
+                let Some(mut key_lock) =
+                    FileLock::try_acquire(&store.key_lock_path(&key), Mode::Exclusive)
+                        .map_err(io_err("cannot lock a stage key"))?
+                else {
                     let since = *waiting_lock.entry(i).or_insert_with(|| {
-                        printer.stage_line("waiting", &inst.name, &format!("({})", crate::lock::holder(&store.key_lock_path(&key))));
+                        printer.stage_line(
+                            "waiting",
+                            &inst.name,
+                            &format!("({})", crate::lock::holder(&store.key_lock_path(&key))),
+                        );
                         Instant::now()
                     });
                     if since.elapsed() > opts.lock_timeout {
-                        return Err(ExecError::Io(format!("gave up waiting for stage `{}`: {}", inst.name, crate::lock::holder(&store.key_lock_path(&key)))));
+                        return Err(ExecError::Io(format!(
+                            "gave up waiting for stage `{}`: {}",
+                            inst.name,
+                            crate::lock::holder(&store.key_lock_path(&key))
+                        )));
                     }
                     continue;
                 };
                 key_lock.describe(&format!("computing `{}`", inst.name));
                 // Another process may have finished it while we waited.
                 let state = plan::classify(pipeline, i, ing.clone(), store, memo, opts.forced[i]);
-                if let Some(done) = settle_if_cached(pipeline, i, &state, store, memo, printer, &mut summary, first_reasons[i].is_some())? {
+                if let Some(done) = settle_if_cached(
+                    pipeline,
+                    i,
+                    &state,
+                    store,
+                    memo,
+                    printer,
+                    &mut summary,
+                    first_reasons[i].is_some(),
+                )? {
                     phase[i] = done;
                     waiting_lock.remove(&i);
                     continue;
@@ -338,7 +428,11 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                     State::Dirty { reasons, .. } => reasons.clone(),
                     _ => Vec::new(),
                 };
-                let reason_text = reasons.iter().map(|r| r.sentence()).collect::<Vec<_>>().join("; ");
+                let reason_text = reasons
+                    .iter()
+                    .map(|r| r.sentence())
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 printer.stage_line("run", &inst.name, &format!("({reason_text})"));
                 printer.event(&Event::started(&inst.name, &reasons));
                 let device = ing.toolchain.get("device").cloned();
@@ -348,10 +442,27 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                         budget.gpus -= gpus;
                         budget.memory -= memory;
                         phase[i] = Phase::Running;
-                        running.insert(i, Running { idx: i, spinner: printer.stage_spinner(&inst.name), pgid, started: Instant::now(), ingredients: ing, _key_lock: key_lock, cpus, gpus, memory });
+                        running.insert(
+                            i,
+                            Running {
+                                idx: i,
+                                spinner: printer.stage_spinner(&inst.name),
+                                pgid,
+                                started: Instant::now(),
+                                ingredients: ing,
+                                _key_lock: key_lock,
+                                cpus,
+                                gpus,
+                                memory,
+                            },
+                        );
                     }
                     Err(e) => {
-                        printer.stage_line("failed", &inst.name, &format!("(could not start: {e})"));
+                        printer.stage_line(
+                            "failed",
+                            &inst.name,
+                            &format!("(could not start: {e})"),
+                        );
                         phase[i] = Phase::Failed;
                         summary.failed.push(inst.name.clone());
                         stop_scheduling = !opts.keep_going;
@@ -371,12 +482,18 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        let finished = match rx.recv_timeout(Duration::from_millis(if waiting_lock.is_empty() { 200 } else { 50 })) {
+        let finished = match rx.recv_timeout(Duration::from_millis(if waiting_lock.is_empty() {
+            200
+        } else {
+            50
+        })) {
             Ok(f) => f,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let r = running.remove(&finished.idx).expect("finished stages were running");
+        let r = running
+            .remove(&finished.idx)
+            .expect("finished stages were running");
         if let Some(bar) = &r.spinner {
             bar.finish_and_clear();
         }
@@ -392,7 +509,9 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
         }
         match finished.result {
             Ok(outputs) => {
-                let log = store.put_bytes(&finished.log).map_err(io_err("cannot store a stage log"))?;
+                let log = store
+                    .put_bytes(&finished.log)
+                    .map_err(io_err("cannot store a stage log"))?;
                 let record = RunRecord {
                     format: crate::fingerprint::CACHE_FORMAT,
                     key: r.ingredients.key(),
@@ -405,12 +524,24 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                     host: hostname(),
                     azimuth_version: env!("CARGO_PKG_VERSION").to_string(),
                 };
-                store.write_record(&record).map_err(io_err(format!("cannot write the run record of `{}`", inst.name)))?;
+                store.write_record(&record).map_err(io_err(format!(
+                    "cannot write the run record of `{}`",
+                    inst.name
+                )))?;
                 drop(finished.staging);
                 let modified = link_outputs(pipeline, r.idx, &record, store, memo)?;
                 warn_modified(pipeline, r.idx, &modified, printer);
-                printer.stage_line("done", &inst.name, &format!("({})", crate::output::human_duration(elapsed)));
-                printer.event(&Event::finished(&inst.name, "ran", record.duration_ms, None));
+                printer.stage_line(
+                    "done",
+                    &inst.name,
+                    &format!("({})", crate::output::human_duration(elapsed)),
+                );
+                printer.event(&Event::finished(
+                    &inst.name,
+                    "ran",
+                    record.duration_ms,
+                    None,
+                ));
                 summary.records.insert(r.idx, record);
                 summary.ran += 1;
                 phase[r.idx] = Phase::Done;
@@ -420,7 +551,12 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
                 let _ = crate::fsutil::write_atomic(&failed_log, &finished.log);
                 drop(finished.staging);
                 printer.stage_failure(&inst.name, &why, &finished.log, &failed_log);
-                printer.event(&Event::finished(&inst.name, "failed", elapsed.as_millis() as u64, Some(&why)));
+                printer.event(&Event::finished(
+                    &inst.name,
+                    "failed",
+                    elapsed.as_millis() as u64,
+                    Some(&why),
+                ));
                 summary.failed.push(inst.name.clone());
                 phase[r.idx] = Phase::Failed;
                 if !opts.keep_going {
@@ -435,10 +571,15 @@ pub fn run(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, opts: &RunOp
     // What never started because the run stopped early.
     for i in 0..n {
         if phase[i] == Phase::Pending {
-            let after_failure = upstreams(pipeline, i).any(|u| matches!(phase[u], Phase::Failed | Phase::Skipped));
+            let after_failure =
+                upstreams(pipeline, i).any(|u| matches!(phase[u], Phase::Failed | Phase::Skipped));
             phase[i] = Phase::Skipped;
             summary.skipped += 1;
-            let why = if after_failure { "(an upstream stage failed)" } else { "(not started: the run stopped after a failure)" };
+            let why = if after_failure {
+                "(an upstream stage failed)"
+            } else {
+                "(not started: the run stopped after a failure)"
+            };
             if !summary.interrupted {
                 printer.stage_line("skipped", &pipeline.instances[i].name, why);
             }
@@ -482,29 +623,50 @@ fn settle_if_cached(
 /// Links every output of `record` into the workspace, unless the copy there is the user's (neither
 /// current for this record nor the file azimuth itself put there last), then points the instance
 /// at the record. Returns the outputs left alone.
-fn link_outputs(pipeline: &Pipeline, i: usize, record: &RunRecord, store: &Store, memo: &mut StatMemo) -> Result<Vec<String>, ExecError> {
+fn link_outputs(
+    pipeline: &Pipeline,
+    i: usize,
+    record: &RunRecord,
+    store: &Store,
+    memo: &mut StatMemo,
+) -> Result<Vec<String>, ExecError> {
     let name_of = &pipeline.instances[i].name;
     let previous = store.read_pointer(name_of).unwrap_or_default();
-    let mut pointer = Pointer { key: record.key, materialized: Default::default() };
+    let mut pointer = Pointer {
+        key: record.key,
+        materialized: Default::default(),
+    };
     let mut modified = Vec::new();
     for (name, entry) in &record.outputs {
-        let Some(path) = plan::workspace_output(pipeline, i, name) else { continue };
-        let stamp = previous.materialized.get(name).copied().filter(|_| previous.key == record.key);
-        let state = workspace::state(&path, entry, store, memo, stamp).unwrap_or(CopyState::Modified);
-        let ours = !matches!(state, CopyState::Modified | CopyState::ModifiedInPlace) || (previous.materialized.contains_key(name) && previous.materialized.get(name).copied() == Stamp::of(&path));
+        let Some(path) = plan::workspace_output(pipeline, i, name) else {
+            continue;
+        };
+        let stamp = previous
+            .materialized
+            .get(name)
+            .copied()
+            .filter(|_| previous.key == record.key);
+        let state =
+            workspace::state(&path, entry, store, memo, stamp).unwrap_or(CopyState::Modified);
+        let ours = !matches!(state, CopyState::Modified | CopyState::ModifiedInPlace)
+            || (previous.materialized.contains_key(name)
+                && previous.materialized.get(name).copied() == Stamp::of(&path));
         if !ours {
             modified.push(name.clone());
             continue;
         }
         if state != CopyState::Current {
-            workspace::materialize(&path, entry, store).map_err(io_err(format!("cannot write `{}`", path.display())))?;
+            workspace::materialize(&path, entry, store)
+                .map_err(io_err(format!("cannot write `{}`", path.display())))?;
         }
         if let Some(st) = Stamp::of(&path) {
             pointer.materialized.insert(name.clone(), st);
         }
     }
     if previous.key != pointer.key || previous.materialized != pointer.materialized {
-        store.write_pointer(name_of, &pointer).map_err(io_err("cannot write a stage pointer"))?;
+        store
+            .write_pointer(name_of, &pointer)
+            .map_err(io_err("cannot write a stage pointer"))?;
     }
     Ok(modified)
 }
@@ -512,7 +674,11 @@ fn link_outputs(pipeline: &Pipeline, i: usize, record: &RunRecord, store: &Store
 fn warn_modified(pipeline: &Pipeline, i: usize, modified: &[String], printer: &Printer) {
     for name in modified {
         if let Some(path) = plan::workspace_output(pipeline, i, name) {
-            let shown = path.strip_prefix(&pipeline.root).unwrap_or(&path).display().to_string();
+            let shown = path
+                .strip_prefix(&pipeline.root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             printer.warn(&format!(
                 "`{shown}` (output `{name}` of `{}`) was modified in the workspace; left as is\n  = help: the stage's own output is at `azimuth cache path {}.{name}`; delete your copy to get it back",
                 pipeline.instances[i].name, pipeline.instances[i].name
@@ -540,7 +706,9 @@ fn start(
     tx: &mpsc::Sender<Finished>,
 ) -> Result<i32, String> {
     let inst = &pipeline.instances[i];
-    let staging = store.staging(&inst.name).map_err(|e| format!("cannot create a staging directory: {e}"))?;
+    let staging = store
+        .staging(&inst.name)
+        .map_err(|e| format!("cannot create a staging directory: {e}"))?;
     let work = staging.work();
     let mut inputs = BTreeMap::new();
     for input in &inst.inputs {
@@ -549,18 +717,31 @@ fn start(
             paths.push(match s {
                 InputSource::External { path } => pipeline.root.join(path),
                 InputSource::Upstream { instance, output } => {
-                    let rec = summary.records.get(instance).ok_or("internal: upstream record missing")?;
-                    let entry = rec.outputs.get(output).ok_or("internal: upstream output missing")?;
-                    store.artifact_path(entry).map_err(|e| format!("cannot check out `{}.{output}`: {e}", rec.instance))?
+                    let rec = summary
+                        .records
+                        .get(instance)
+                        .ok_or("internal: upstream record missing")?;
+                    let entry = rec
+                        .outputs
+                        .get(output)
+                        .ok_or("internal: upstream output missing")?;
+                    store
+                        .artifact_path(entry)
+                        .map_err(|e| format!("cannot check out `{}.{output}`: {e}", rec.instance))?
                 }
             });
         }
         inputs.insert(input.port.clone(), paths);
     }
-    let outputs: BTreeMap<String, PathBuf> = inst.outputs.iter().map(|o| (o.name.clone(), work.join(&o.path))).collect();
+    let outputs: BTreeMap<String, PathBuf> = inst
+        .outputs
+        .iter()
+        .map(|o| (o.name.clone(), work.join(&o.path)))
+        .collect();
     for p in outputs.values() {
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("cannot prepare `{}`: {e}", parent.display()))?;
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot prepare `{}`: {e}", parent.display()))?;
         }
     }
     let body = match &inst.body {
@@ -584,14 +765,25 @@ fn start(
         env,
     };
     let job_path = staging.dir.join("job.json");
-    fs::write(&job_path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| format!("cannot write the job file: {e}"))?;
+    fs::write(
+        &job_path,
+        serde_json::to_vec_pretty(&job).expect("jobs serialize"),
+    )
+    .map_err(|e| format!("cannot write the job file: {e}"))?;
     let log_path = staging.dir.join("log");
-    let log = fs::File::create(&log_path).map_err(|e| format!("cannot create the log file: {e}"))?;
+    let log =
+        fs::File::create(&log_path).map_err(|e| format!("cannot create the log file: {e}"))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the azimuth executable: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot locate the azimuth executable: {e}"))?;
     let parent_pid = std::process::id() as i32;
     let mut cmd = Command::new(exe);
-    cmd.arg("__stage").arg(&job_path).current_dir(&work).stdin(Stdio::null()).stdout(log).stderr(log2);
+    cmd.arg("__stage")
+        .arg(&job_path)
+        .current_dir(&work)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
     // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid, _exit) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -603,7 +795,9 @@ fn start(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot start the stage process: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the stage process: {e}"))?;
     let pgid = child.id() as i32;
     let tx = tx.clone();
     let store = store.clone();
@@ -612,7 +806,15 @@ fn start(
     Ok(pgid)
 }
 
-fn reap(i: usize, mut child: Child, staging: Staging, outputs: Vec<(String, PathBuf)>, log_path: PathBuf, store: Store, tx: mpsc::Sender<Finished>) {
+fn reap(
+    i: usize,
+    mut child: Child,
+    staging: Staging,
+    outputs: Vec<(String, PathBuf)>,
+    log_path: PathBuf,
+    store: Store,
+    tx: mpsc::Sender<Finished>,
+) {
     let status = child.wait();
     let result = match status {
         Err(e) => Err(format!("lost the stage process: {e}")),
@@ -627,18 +829,31 @@ fn reap(i: usize, mut child: Child, staging: Staging, outputs: Vec<(String, Path
         Ok(_) => commit(&outputs, &store),
     };
     let log = read_log(&log_path);
-    let _ = tx.send(Finished { idx: i, result, log, staging });
+    let _ = tx.send(Finished {
+        idx: i,
+        result,
+        log,
+        staging,
+    });
 }
 
-fn commit(outputs: &[(String, PathBuf)], store: &Store) -> Result<BTreeMap<String, OutputEntry>, String> {
+fn commit(
+    outputs: &[(String, PathBuf)],
+    store: &Store,
+) -> Result<BTreeMap<String, OutputEntry>, String> {
     let mut memo = StatMemo::default();
     let mut done = BTreeMap::new();
     for (name, path) in outputs {
         if fs::symlink_metadata(path).is_err() {
-            let rel = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            let rel = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
             return Err(format!("succeeded but did not write output `{name}` (expected `{rel}` in its working directory)"));
         }
-        let entry = store.commit_output(path, &mut memo).map_err(|e| format!("cannot store output `{name}`: {e}"))?;
+        let entry = store
+            .commit_output(path, &mut memo)
+            .map_err(|e| format!("cannot store output `{name}`: {e}"))?;
         done.insert(name.clone(), entry);
     }
     Ok(done)
@@ -646,7 +861,9 @@ fn commit(outputs: &[(String, PathBuf)], store: &Store) -> Result<BTreeMap<Strin
 
 fn read_log(path: &std::path::Path) -> Vec<u8> {
     const MAX: u64 = 64 << 20;
-    let Ok(mut f) = fs::File::open(path) else { return Vec::new() };
+    let Ok(mut f) = fs::File::open(path) else {
+        return Vec::new();
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut buf = Vec::new();
     if len > MAX {

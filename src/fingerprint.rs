@@ -50,7 +50,8 @@ impl Encoder {
     fn field(&mut self, tag: &str, bytes: &[u8]) {
         self.0.extend_from_slice(&(tag.len() as u64).to_le_bytes());
         self.0.extend_from_slice(tag.as_bytes());
-        self.0.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.0
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         self.0.extend_from_slice(bytes);
     }
 
@@ -125,22 +126,60 @@ impl KeyRecord {
 pub enum Reason {
     NeverRun,
     Forced,
-    UpstreamDirty { stage: String },
-    FormatChanged { old: u32, new: u32 },
-    StageVersionChanged { name: String, old: u32, new: u32 },
-    StageChanged { old: String, new: String },
-    CommandChanged { old: String, new: String },
-    ParamChanged { name: String, old: Option<Json>, new: Option<Json> },
-    InputChanged { port: String },
-    InputAdded { port: String },
-    InputRemoved { port: String },
+    UpstreamDirty {
+        stage: String,
+    },
+    FormatChanged {
+        old: u32,
+        new: u32,
+    },
+    StageVersionChanged {
+        name: String,
+        old: u32,
+        new: u32,
+    },
+    StageChanged {
+        old: String,
+        new: String,
+    },
+    CommandChanged {
+        old: String,
+        new: String,
+    },
+    ParamChanged {
+        name: String,
+        old: Option<Json>,
+        new: Option<Json>,
+    },
+    InputChanged {
+        port: String,
+    },
+    InputAdded {
+        port: String,
+    },
+    InputRemoved {
+        port: String,
+    },
     OutputsChanged,
-    EnvChanged { name: String, old: Option<String>, new: Option<String> },
-    ToolchainChanged { name: String, old: Option<String>, new: Option<String> },
-    CachedOutputMissing { output: String },
+    EnvChanged {
+        name: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    ToolchainChanged {
+        name: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    CachedOutputMissing {
+        output: String,
+    },
     /// The workspace copy of an output, a hard link to its object, was edited in place: the
     /// object no longer holds what the stage produced and is discarded before the stage re-runs.
-    OutputModifiedInPlace { output: String, object: Digest },
+    OutputModifiedInPlace {
+        output: String,
+        object: Digest,
+    },
     /// The key differs from the last run's, but no ingredient did (a record was removed).
     NoRecord,
 }
@@ -189,21 +228,33 @@ impl Reason {
             Reason::Forced => "forced".into(),
             Reason::UpstreamDirty { stage } => format!("upstream `{stage}` dirty"),
             Reason::FormatChanged { old, new } => format!("cache format {old} → {new}"),
-            Reason::StageVersionChanged { name, old, new } => format!("stage `{name}` version {old} → {new}"),
+            Reason::StageVersionChanged { name, old, new } => {
+                format!("stage `{name}` version {old} → {new}")
+            }
             Reason::StageChanged { old, new } => format!("stage changed from {old} to {new}"),
             Reason::CommandChanged { old, new } => format!("command `{old}` → `{new}`"),
-            Reason::ParamChanged { name, old, new } => format!("param `{name}` {} → {}", show(old), show(new)),
+            Reason::ParamChanged { name, old, new } => {
+                format!("param `{name}` {} → {}", show(old), show(new))
+            }
             Reason::InputChanged { port } => format!("input `{port}` changed"),
             Reason::InputAdded { port } => format!("input `{port}` added"),
             Reason::InputRemoved { port } => format!("input `{port}` removed"),
             Reason::OutputsChanged => "declared outputs changed".into(),
-            Reason::EnvChanged { name, old, new } => format!("env `{name}` {} → {}", show_str(old), show_str(new)),
-            Reason::ToolchainChanged { name, old, new } => format!("{name} {} → {}", show_str(old), show_str(new)),
-            Reason::CachedOutputMissing { output } => format!("cached output `{output}` is missing from the store"),
+            Reason::EnvChanged { name, old, new } => {
+                format!("env `{name}` {} → {}", show_str(old), show_str(new))
+            }
+            Reason::ToolchainChanged { name, old, new } => {
+                format!("{name} {} → {}", show_str(old), show_str(new))
+            }
+            Reason::CachedOutputMissing { output } => {
+                format!("cached output `{output}` is missing from the store")
+            }
             Reason::OutputModifiedInPlace { output, .. } => {
                 format!("output `{output}` was edited in place in the workspace, which also changed its cached copy")
             }
-            Reason::NoRecord => "no run record for this key (the cache was cleared or collected)".into(),
+            Reason::NoRecord => {
+                "no run record for this key (the cache was cleared or collected)".into()
+            }
         }
     }
 }
@@ -219,29 +270,57 @@ fn describe_stage(s: &StageIdentity) -> String {
 pub fn diff(old: &KeyRecord, new: &KeyRecord) -> Vec<Reason> {
     let mut r = Vec::new();
     if old.format != new.format {
-        r.push(Reason::FormatChanged { old: old.format, new: new.format });
+        r.push(Reason::FormatChanged {
+            old: old.format,
+            new: new.format,
+        });
     }
     match (&old.stage, &new.stage) {
-        (StageIdentity::Builtin { name: a, version: va }, StageIdentity::Builtin { name: b, version: vb }) if a == b => {
+        (
+            StageIdentity::Builtin {
+                name: a,
+                version: va,
+            },
+            StageIdentity::Builtin {
+                name: b,
+                version: vb,
+            },
+        ) if a == b => {
             if va != vb {
-                r.push(Reason::StageVersionChanged { name: a.clone(), old: *va, new: *vb });
+                r.push(Reason::StageVersionChanged {
+                    name: a.clone(),
+                    old: *va,
+                    new: *vb,
+                });
             }
         }
         (StageIdentity::Cmd { argv: a }, StageIdentity::Cmd { argv: b }) => {
             if a != b {
-                r.push(Reason::CommandChanged { old: a.join(" "), new: b.join(" ") });
+                r.push(Reason::CommandChanged {
+                    old: a.join(" "),
+                    new: b.join(" "),
+                });
             }
         }
-        (a, b) => r.push(Reason::StageChanged { old: describe_stage(a), new: describe_stage(b) }),
+        (a, b) => r.push(Reason::StageChanged {
+            old: describe_stage(a),
+            new: describe_stage(b),
+        }),
     }
-    let names: std::collections::BTreeSet<&String> = old.params.keys().chain(new.params.keys()).collect();
+    let names: std::collections::BTreeSet<&String> =
+        old.params.keys().chain(new.params.keys()).collect();
     for n in names {
         let (a, b) = (old.params.get(n), new.params.get(n));
         if a != b {
-            r.push(Reason::ParamChanged { name: n.clone(), old: a.cloned(), new: b.cloned() });
+            r.push(Reason::ParamChanged {
+                name: n.clone(),
+                old: a.cloned(),
+                new: b.cloned(),
+            });
         }
     }
-    let ports: std::collections::BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
+    let ports: std::collections::BTreeSet<&String> =
+        old.inputs.keys().chain(new.inputs.keys()).collect();
     for p in ports {
         match (old.inputs.get(p), new.inputs.get(p)) {
             (Some(a), Some(b)) if a != b => r.push(Reason::InputChanged { port: p.clone() }),
@@ -255,16 +334,28 @@ pub fn diff(old: &KeyRecord, new: &KeyRecord) -> Vec<Reason> {
     }
     let envs: std::collections::BTreeSet<&String> = old.env.keys().chain(new.env.keys()).collect();
     for e in envs {
-        let (a, b) = (old.env.get(e).cloned().flatten(), new.env.get(e).cloned().flatten());
+        let (a, b) = (
+            old.env.get(e).cloned().flatten(),
+            new.env.get(e).cloned().flatten(),
+        );
         if a != b || old.env.contains_key(e) != new.env.contains_key(e) {
-            r.push(Reason::EnvChanged { name: e.clone(), old: a, new: b });
+            r.push(Reason::EnvChanged {
+                name: e.clone(),
+                old: a,
+                new: b,
+            });
         }
     }
-    let tools: std::collections::BTreeSet<&String> = old.toolchain.keys().chain(new.toolchain.keys()).collect();
+    let tools: std::collections::BTreeSet<&String> =
+        old.toolchain.keys().chain(new.toolchain.keys()).collect();
     for t in tools {
         let (a, b) = (old.toolchain.get(t).cloned(), new.toolchain.get(t).cloned());
         if a != b {
-            r.push(Reason::ToolchainChanged { name: t.clone(), old: a, new: b });
+            r.push(Reason::ToolchainChanged {
+                name: t.clone(),
+                old: a,
+                new: b,
+            });
         }
     }
     r
@@ -278,8 +369,13 @@ mod tests {
     fn base() -> KeyRecord {
         KeyRecord {
             format: CACHE_FORMAT,
-            stage: StageIdentity::Cmd { argv: vec!["cp".into(), "${inputs.a}".into(), "${outputs.b}".into()] },
-            params: BTreeMap::from([("lr".to_string(), json!(1e-3)), ("steps".to_string(), json!(10))]),
+            stage: StageIdentity::Cmd {
+                argv: vec!["cp".into(), "${inputs.a}".into(), "${outputs.b}".into()],
+            },
+            params: BTreeMap::from([
+                ("lr".to_string(), json!(1e-3)),
+                ("steps".to_string(), json!(10)),
+            ]),
             inputs: BTreeMap::from([("a".to_string(), vec![Digest::of_bytes(b"a")])]),
             outputs: BTreeMap::from([("b".to_string(), "b.txt".to_string())]),
             env: BTreeMap::from([("SEED".to_string(), Some("1".to_string()))]),
@@ -292,19 +388,112 @@ mod tests {
     fn each_ingredient_changes_the_key_and_is_explained() {
         let b = base();
         let cases: Vec<(KeyRecord, &str)> = vec![
-            (KeyRecord { format: 2, ..b.clone() }, "format-changed"),
-            (KeyRecord { stage: StageIdentity::Cmd { argv: vec!["cp".into()] }, ..b.clone() }, "command-changed"),
-            (KeyRecord { stage: StageIdentity::Builtin { name: "x".into(), version: 1 }, ..b.clone() }, "stage-changed"),
-            ({ let mut k = b.clone(); k.params.insert("lr".into(), json!(3e-4)); k }, "param-changed"),
-            ({ let mut k = b.clone(); k.params.insert("new".into(), json!(true)); k }, "param-changed"),
-            ({ let mut k = b.clone(); k.params.remove("steps"); k }, "param-changed"),
-            ({ let mut k = b.clone(); k.inputs.insert("a".into(), vec![Digest::of_bytes(b"A")]); k }, "input-changed"),
-            ({ let mut k = b.clone(); k.inputs.insert("z".into(), vec![]); k }, "input-added"),
-            ({ let mut k = b.clone(); k.inputs.clear(); k }, "input-removed"),
-            ({ let mut k = b.clone(); k.outputs.insert("b".into(), "c.txt".into()); k }, "outputs-changed"),
-            ({ let mut k = b.clone(); k.env.insert("SEED".into(), Some("2".into())); k }, "env-changed"),
-            ({ let mut k = b.clone(); k.env.insert("SEED".into(), None); k }, "env-changed"),
-            ({ let mut k = b.clone(); k.toolchain.insert("device".into(), "cuda".into()); k }, "toolchain-changed"),
+            (
+                KeyRecord {
+                    format: 2,
+                    ..b.clone()
+                },
+                "format-changed",
+            ),
+            (
+                KeyRecord {
+                    stage: StageIdentity::Cmd {
+                        argv: vec!["cp".into()],
+                    },
+                    ..b.clone()
+                },
+                "command-changed",
+            ),
+            (
+                KeyRecord {
+                    stage: StageIdentity::Builtin {
+                        name: "x".into(),
+                        version: 1,
+                    },
+                    ..b.clone()
+                },
+                "stage-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.params.insert("lr".into(), json!(3e-4));
+                    k
+                },
+                "param-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.params.insert("new".into(), json!(true));
+                    k
+                },
+                "param-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.params.remove("steps");
+                    k
+                },
+                "param-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.inputs.insert("a".into(), vec![Digest::of_bytes(b"A")]);
+                    k
+                },
+                "input-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.inputs.insert("z".into(), vec![]);
+                    k
+                },
+                "input-added",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.inputs.clear();
+                    k
+                },
+                "input-removed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.outputs.insert("b".into(), "c.txt".into());
+                    k
+                },
+                "outputs-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.env.insert("SEED".into(), Some("2".into()));
+                    k
+                },
+                "env-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.env.insert("SEED".into(), None);
+                    k
+                },
+                "env-changed",
+            ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.toolchain.insert("device".into(), "cuda".into());
+                    k
+                },
+                "toolchain-changed",
+            ),
         ];
         for (changed, tag) in cases {
             assert_ne!(changed.key(), b.key(), "{tag} must change the key");
@@ -313,9 +502,15 @@ mod tests {
             assert_eq!(reasons[0].tag(), tag);
         }
         let mut v = b.clone();
-        v.stage = StageIdentity::Builtin { name: "x".into(), version: 1 };
+        v.stage = StageIdentity::Builtin {
+            name: "x".into(),
+            version: 1,
+        };
         let mut v2 = v.clone();
-        v2.stage = StageIdentity::Builtin { name: "x".into(), version: 2 };
+        v2.stage = StageIdentity::Builtin {
+            name: "x".into(),
+            version: 2,
+        };
         assert_ne!(v.key(), v2.key());
         assert_eq!(diff(&v, &v2)[0].sentence(), "stage `x` version 1 → 2");
     }
@@ -332,14 +527,24 @@ mod tests {
     fn encoding_is_unambiguous_across_field_boundaries() {
         // Without length prefixes these two would concatenate to the same bytes.
         let mut a = base();
-        a.stage = StageIdentity::Cmd { argv: vec!["ab".into(), "c".into()] };
+        a.stage = StageIdentity::Cmd {
+            argv: vec!["ab".into(), "c".into()],
+        };
         let mut b = base();
-        b.stage = StageIdentity::Cmd { argv: vec!["a".into(), "bc".into()] };
+        b.stage = StageIdentity::Cmd {
+            argv: vec!["a".into(), "bc".into()],
+        };
         assert_ne!(a.key(), b.key());
         let mut a = base();
-        a.inputs = BTreeMap::from([("x".into(), vec![Digest::of_bytes(b"1"), Digest::of_bytes(b"2")])]);
+        a.inputs = BTreeMap::from([(
+            "x".into(),
+            vec![Digest::of_bytes(b"1"), Digest::of_bytes(b"2")],
+        )]);
         let mut b = base();
-        b.inputs = BTreeMap::from([("x".into(), vec![Digest::of_bytes(b"1")]), ("y".into(), vec![Digest::of_bytes(b"2")])]);
+        b.inputs = BTreeMap::from([
+            ("x".into(), vec![Digest::of_bytes(b"1")]),
+            ("y".into(), vec![Digest::of_bytes(b"2")]),
+        ]);
         assert_ne!(a.key(), b.key());
     }
 

@@ -13,7 +13,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A unique sibling path for a temporary file next to `dest`.
 pub fn temp_sibling(dest: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dest.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 

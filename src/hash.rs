@@ -48,7 +48,9 @@ impl Digest {
     /// Parses `b3:<hex>` or bare 64-digit hex.
     pub fn parse(s: &str) -> Option<Digest> {
         let hex = s.strip_prefix("b3:").unwrap_or(s);
-        blake3::Hash::from_hex(hex).ok().map(|h| Digest(*h.as_bytes()))
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|h| Digest(*h.as_bytes()))
     }
 }
 
@@ -90,7 +92,10 @@ pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
 }
 
 /// [`hash_file`], reporting bytes done after each window to `progress`.
-pub fn hash_file_with(path: &Path, mut progress: Option<&mut dyn FnMut(u64)>) -> io::Result<(Digest, u64)> {
+pub fn hash_file_with(
+    path: &Path,
+    mut progress: Option<&mut dyn FnMut(u64)>,
+) -> io::Result<(Digest, u64)> {
     let file = fs::File::open(path)?;
     let len = file.metadata()?.len();
     let mut hasher = blake3::Hasher::new();
@@ -101,7 +106,12 @@ pub fn hash_file_with(path: &Path, mut progress: Option<&mut dyn FnMut(u64)>) ->
             // SAFETY: a read-only private mapping; the store and workspace never write objects in
             // place, and a file truncated by someone else mid-hash fails the re-stat check in
             // `StatMemo::file_digest` (or `cache verify`), it cannot make the digest lie silently.
-            let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(n as usize).map(&file)? };
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(offset)
+                    .len(n as usize)
+                    .map(&file)?
+            };
             let _ = map.advise(memmap2::Advice::Sequential);
             hasher.update_rayon(&map);
             offset += n;
@@ -181,9 +191,16 @@ pub fn walk_tree(dir: &Path, follow_links: bool) -> io::Result<Vec<(String, fs::
         for entry in fs::read_dir(&abs)? {
             let entry = entry?;
             let name = entry.file_name().into_string().map_err(|n| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("file name {n:?} in `{}` is not UTF-8", abs.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("file name {n:?} in `{}` is not UTF-8", abs.display()),
+                )
             })?;
-            let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let child_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
             let path = entry.path();
             let mut meta = fs::symlink_metadata(&path)?;
             if meta.file_type().is_symlink() {
@@ -200,7 +217,10 @@ pub fn walk_tree(dir: &Path, follow_links: bool) -> io::Result<Vec<(String, fs::
             } else if meta.is_file() {
                 out.push((child_rel, meta));
             } else {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("`{}` is not a regular file", path.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("`{}` is not a regular file", path.display()),
+                ));
             }
         }
     }
@@ -227,7 +247,10 @@ pub struct StatMemo {
 
 impl std::fmt::Debug for StatMemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatMemo").field("entries", &self.entries.len()).field("bytes_hashed", &self.bytes_hashed).finish()
+        f.debug_struct("StatMemo")
+            .field("entries", &self.entries.len())
+            .field("bytes_hashed", &self.bytes_hashed)
+            .finish()
     }
 }
 
@@ -244,9 +267,19 @@ impl StatMemo {
             .ok()
             .and_then(|b| serde_json::from_slice::<MemoFile>(&b).ok())
             .filter(|m| m.format == 1)
-            .map(|m| m.entries.into_iter().map(|e| ((e.id.dev, e.id.ino), e)).collect())
+            .map(|m| {
+                m.entries
+                    .into_iter()
+                    .map(|e| ((e.id.dev, e.id.ino), e))
+                    .collect()
+            })
             .unwrap_or_default();
-        StatMemo { entries, changed: false, bytes_hashed: 0, progress: None }
+        StatMemo {
+            entries,
+            changed: false,
+            bytes_hashed: 0,
+            progress: None,
+        }
     }
 
     /// Writes the memo atomically if it changed.
@@ -281,7 +314,8 @@ impl StatMemo {
         // Re-stat: a file that changed while we read it must not be remembered under the old id.
         let after = FileId::of(&fs::metadata(path)?);
         if after == id {
-            self.entries.insert((id.dev, id.ino), MemoEntry { id, digest });
+            self.entries
+                .insert((id.dev, id.ino), MemoEntry { id, digest });
             self.changed = true;
         }
         Ok(digest)
@@ -290,7 +324,8 @@ impl StatMemo {
     /// Records a digest computed elsewhere (e.g. while committing an output).
     pub fn remember(&mut self, meta: &fs::Metadata, digest: Digest) {
         let id = FileId::of(meta);
-        self.entries.insert((id.dev, id.ino), MemoEntry { id, digest });
+        self.entries
+            .insert((id.dev, id.ino), MemoEntry { id, digest });
         self.changed = true;
     }
 
@@ -299,7 +334,12 @@ impl StatMemo {
         let mut entries = Vec::new();
         for (rel, meta) in walk_tree(dir, follow_links)? {
             let digest = self.file_digest(&dir.join(&rel), &meta)?;
-            entries.push(TreeEntry { path: rel, digest, size: meta.len(), exec: meta.mode() & 0o111 != 0 });
+            entries.push(TreeEntry {
+                path: rel,
+                digest,
+                size: meta.len(),
+                exec: meta.mode() & 0o111 != 0,
+            });
         }
         Ok(TreeManifest { format: 1, entries })
     }
@@ -326,7 +366,10 @@ mod tests {
             let p = dir.path().join(format!("f{len}"));
             let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             fs::write(&p, &data).unwrap();
-            assert_eq!(hash_file(&p).unwrap(), (Digest::of_bytes(&data), len as u64));
+            assert_eq!(
+                hash_file(&p).unwrap(),
+                (Digest::of_bytes(&data), len as u64)
+            );
         }
     }
 
@@ -339,10 +382,19 @@ mod tests {
         let d1 = memo.path_digest(&p).unwrap();
         assert_eq!(memo.bytes_hashed, 5);
         assert_eq!(memo.path_digest(&p).unwrap(), d1);
-        assert_eq!(memo.bytes_hashed, 5, "unchanged file must not be read again");
+        assert_eq!(
+            memo.bytes_hashed, 5,
+            "unchanged file must not be read again"
+        );
         // A touch changes the identity: one re-hash, same digest.
-        let t = fs::FileTimes::new().set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5));
-        fs::File::options().write(true).open(&p).unwrap().set_times(t).unwrap();
+        let t = fs::FileTimes::new()
+            .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5));
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_times(t)
+            .unwrap();
         assert_eq!(memo.path_digest(&p).unwrap(), d1);
         assert_eq!(memo.bytes_hashed, 10);
         // Persisted and reloaded.

@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 use serde_json::Value as Json;
 
 use crate::spec::format_value;
@@ -33,7 +32,10 @@ pub fn expand_argv(
 ) -> Result<Vec<String>, String> {
     let mut argv = Vec::new();
     for word in template {
-        if let Some(port) = word.strip_prefix("${inputs.").and_then(|r| r.strip_suffix('}')) {
+        if let Some(port) = word
+            .strip_prefix("${inputs.")
+            .and_then(|r| r.strip_suffix('}'))
+        {
             if let Some(paths) = inputs.get(port) {
                 argv.extend(paths.iter().map(|p| p.display().to_string()));
                 continue;
@@ -44,15 +46,23 @@ pub fn expand_argv(
         while let Some(i) = rest.find("${") {
             out.push_str(&rest[..i]);
             let body = &rest[i + 2..];
-            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{word}`"))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in `{word}`"))?;
             let name = &body[..end];
             let value = match name.split_once('.') {
                 Some(("inputs", n)) => match inputs.get(n).map(|v| v.as_slice()) {
                     Some([one]) => one.display().to_string(),
                     _ => return Err(format!("`${{{name}}}` does not stand for exactly one path")),
                 },
-                Some(("outputs", n)) => outputs.get(n).ok_or_else(|| format!("no output `{n}`"))?.display().to_string(),
-                Some(("params", n)) => format_value(params.get(n).ok_or_else(|| format!("no param `{n}`"))?),
+                Some(("outputs", n)) => outputs
+                    .get(n)
+                    .ok_or_else(|| format!("no output `{n}`"))?
+                    .display()
+                    .to_string(),
+                Some(("params", n)) => {
+                    format_value(params.get(n).ok_or_else(|| format!("no param `{n}`"))?)
+                }
                 _ => return Err(format!("unknown placeholder `${{{name}}}`")),
             };
             out.push_str(&value);
@@ -74,7 +84,11 @@ pub fn supervise(job_path: &Path) -> i32 {
         }
     };
     if let Err(e) = std::env::set_current_dir(&job.workdir) {
-        eprintln!("azimuth: stage `{}`: cannot enter `{}`: {e}", job.instance, job.workdir.display());
+        eprintln!(
+            "azimuth: stage `{}`: cannot enter `{}`: {e}",
+            job.instance,
+            job.workdir.display()
+        );
         return 2;
     }
     match &job.body {
@@ -145,8 +159,15 @@ fn run_command(job: &Job, template: &[String]) -> i32 {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound { " (is it installed and on PATH?)" } else { "" };
-            eprintln!("azimuth: stage `{}`: cannot run `{}`: {e}{hint}", job.instance, argv[0]);
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (is it installed and on PATH?)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "azimuth: stage `{}`: cannot run `{}`: {e}{hint}",
+                job.instance, argv[0]
+            );
             return 127;
         }
     };
@@ -157,7 +178,9 @@ fn run_command(job: &Job, template: &[String]) -> i32 {
     // SAFETY: signalling the process group we created for the command.
     unsafe { libc::killpg(pgid, libc::SIGKILL) };
     match status {
-        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        Ok(status) => status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
         Err(e) => {
             eprintln!("azimuth: stage `{}`: lost the command: {e}", job.instance);
             1
@@ -174,15 +197,38 @@ mod tests {
     fn argv_expansion_is_per_word_and_never_splits_paths() {
         let inputs = BTreeMap::from([
             ("a".to_string(), vec![PathBuf::from("/s/with space")]),
-            ("many".to_string(), vec![PathBuf::from("/x1"), PathBuf::from("/x2")]),
+            (
+                "many".to_string(),
+                vec![PathBuf::from("/x1"), PathBuf::from("/x2")],
+            ),
         ]);
         let outputs = BTreeMap::from([("o".to_string(), PathBuf::from("/w/o.txt"))]);
-        let params = json!({"sigma": 1e-9, "name": "a b"}).as_object().unwrap().clone();
-        let t: Vec<String> = ["prog", "${inputs.a}", "${inputs.many}", "--out=${outputs.o}", "${params.sigma}", "${params.name}"]
-            .iter().map(|s| s.to_string()).collect();
+        let params = json!({"sigma": 1e-9, "name": "a b"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let t: Vec<String> = [
+            "prog",
+            "${inputs.a}",
+            "${inputs.many}",
+            "--out=${outputs.o}",
+            "${params.sigma}",
+            "${params.name}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(
             expand_argv(&t, &inputs, &outputs, &params).unwrap(),
-            ["prog", "/s/with space", "/x1", "/x2", "--out=/w/o.txt", "1e-9", "a b"]
+            [
+                "prog",
+                "/s/with space",
+                "/x1",
+                "/x2",
+                "--out=/w/o.txt",
+                "1e-9",
+                "a b"
+            ]
         );
         assert!(expand_argv(&["x${inputs.many}".to_string()], &inputs, &outputs, &params).is_err());
     }

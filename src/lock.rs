@@ -50,18 +50,31 @@ fn open(path: &Path) -> io::Result<File> {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p)?;
     }
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 impl FileLock {
     /// Takes the lock if it is free right now.
     pub fn try_acquire(path: &Path, mode: Mode) -> io::Result<Option<FileLock>> {
         let file = open(path)?;
-        Ok(flock(&file, mode, false)?.then(|| FileLock { file, path: path.to_path_buf() }))
+        Ok(flock(&file, mode, false)?.then(|| FileLock {
+            file,
+            path: path.to_path_buf(),
+        }))
     }
 
     /// Waits for the lock, calling `on_wait(holder)` once if it is busy, up to `timeout`.
-    pub fn acquire(path: &Path, mode: Mode, timeout: Duration, on_wait: impl FnOnce(&str)) -> io::Result<FileLock> {
+    pub fn acquire(
+        path: &Path,
+        mode: Mode,
+        timeout: Duration,
+        on_wait: impl FnOnce(&str),
+    ) -> io::Result<FileLock> {
         if let Some(l) = Self::try_acquire(path, mode)? {
             return Ok(l);
         }
@@ -75,7 +88,12 @@ impl FileLock {
             if start.elapsed() >= timeout {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("gave up after {:.0?} waiting for `{}`, held by {}", timeout, path.display(), holder(path)),
+                    format!(
+                        "gave up after {:.0?} waiting for `{}`, held by {}",
+                        timeout,
+                        path.display(),
+                        holder(path)
+                    ),
                 ));
             }
             std::thread::sleep(pause);
@@ -100,7 +118,11 @@ pub fn holder(path: &Path) -> String {
         let _ = f.read_to_string(&mut s);
     }
     let s = s.trim();
-    if s.is_empty() { "another azimuth process".to_string() } else { s.to_string() }
+    if s.is_empty() {
+        "another azimuth process".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -113,11 +135,15 @@ mod tests {
         let p = dir.path().join("l");
         let mut a = FileLock::try_acquire(&p, Mode::Exclusive).unwrap().unwrap();
         a.describe("testing");
-        assert!(FileLock::try_acquire(&p, Mode::Exclusive).unwrap().is_none());
+        assert!(FileLock::try_acquire(&p, Mode::Exclusive)
+            .unwrap()
+            .is_none());
         assert!(FileLock::try_acquire(&p, Mode::Shared).unwrap().is_none());
         assert!(holder(&p).contains("testing"));
         drop(a);
-        assert!(FileLock::try_acquire(&p, Mode::Exclusive).unwrap().is_some());
+        assert!(FileLock::try_acquire(&p, Mode::Exclusive)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
@@ -127,7 +153,10 @@ mod tests {
         let _a = FileLock::try_acquire(&p, Mode::Shared).unwrap().unwrap();
         let _b = FileLock::try_acquire(&p, Mode::Shared).unwrap().unwrap();
         let mut waited = false;
-        let e = FileLock::acquire(&p, Mode::Exclusive, Duration::from_millis(50), |_| waited = true).unwrap_err();
+        let e = FileLock::acquire(&p, Mode::Exclusive, Duration::from_millis(50), |_| {
+            waited = true
+        })
+        .unwrap_err();
         assert!(waited);
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }

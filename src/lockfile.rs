@@ -59,7 +59,11 @@ fn is_file(k: &Option<ArtifactKind>) -> bool {
 }
 
 pub fn path_for(pipeline: &Pipeline) -> PathBuf {
-    let name = pipeline.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
+    let name = pipeline
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
     pipeline.root.join(format!("{name}.lock"))
 }
 
@@ -86,12 +90,24 @@ pub fn build(pipeline: &Pipeline, records: &BTreeMap<usize, RunRecord>) -> LockF
                 outputs: r
                     .outputs
                     .iter()
-                    .map(|(k, e)| (k.clone(), LockedOutput { digest: e.digest, size: e.size, kind: (e.kind == ArtifactKind::Dir).then_some(e.kind) }))
+                    .map(|(k, e)| {
+                        (
+                            k.clone(),
+                            LockedOutput {
+                                digest: e.digest,
+                                size: e.size,
+                                kind: (e.kind == ArtifactKind::Dir).then_some(e.kind),
+                            },
+                        )
+                    })
                     .collect(),
             },
         );
     }
-    LockFile { version: LOCK_FORMAT, stages }
+    LockFile {
+        version: LOCK_FORMAT,
+        stages,
+    }
 }
 
 pub fn render(lock: &LockFile) -> String {
@@ -113,7 +129,9 @@ pub fn read(path: &Path) -> Result<Option<LockFile>, String> {
     match std::fs::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
-        Ok(text) => serde_yaml::from_str(&text).map(Some).map_err(|e| format!("`{}` is not a valid lock file: {e}", path.display())),
+        Ok(text) => serde_yaml::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("`{}` is not a valid lock file: {e}", path.display())),
     }
 }
 
@@ -135,7 +153,14 @@ mod tests {
                     inputs: BTreeMap::new(),
                     env: BTreeMap::new(),
                     toolchain: BTreeMap::from([("device".to_string(), "cpu".to_string())]),
-                    outputs: BTreeMap::from([("tensor".to_string(), LockedOutput { digest: Digest::of_bytes(b"t"), size: 3, kind: None })]),
+                    outputs: BTreeMap::from([(
+                        "tensor".to_string(),
+                        LockedOutput {
+                            digest: Digest::of_bytes(b"t"),
+                            size: 3,
+                            kind: None,
+                        },
+                    )]),
                 },
             )]),
         };

@@ -39,10 +39,18 @@ fn write_or_exit(mut w: impl Write, s: &str) {
 
 impl Printer {
     pub fn new(json: bool, quiet: bool, verbose: u8, color_flag: Option<bool>) -> Printer {
-        let color = color_flag.unwrap_or_else(|| std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal());
+        let color = color_flag.unwrap_or_else(|| {
+            std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal()
+        });
         let progress = (io::stderr().is_terminal() && !json && !quiet && verbose == 0)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Printer { json, quiet, verbose, color, progress }
+        Printer {
+            json,
+            quiet,
+            verbose,
+            color,
+            progress,
+        }
     }
 
     /// Writes to stderr without tearing the progress bars.
@@ -57,7 +65,10 @@ impl Printer {
     pub fn stage_spinner(&self, stage: &str) -> Option<ProgressBar> {
         let m = self.progress.as_ref()?;
         let bar = m.add(ProgressBar::new_spinner());
-        bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}")
+                .expect("valid template"),
+        );
         bar.set_message(stage.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(bar)
@@ -69,9 +80,16 @@ impl Printer {
         Some(Box::new(move |path: &std::path::Path, total: u64| {
             let bar = m.add(ProgressBar::new(total));
             bar.set_style(
-                ProgressStyle::with_template("hashing {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template"),
+                ProgressStyle::with_template(
+                    "hashing {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("valid template"),
             );
-            bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            bar.set_message(
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
             Box::new(move |done: u64| {
                 bar.set_position(done);
                 if done >= total {
@@ -127,7 +145,11 @@ impl Printer {
     }
 
     fn paint(&self, s: &str, code: &str) -> String {
-        if self.color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
     }
 
     /// `    run  gen[std=1.0]  (param `std` 0.5 → 1.0)` on stderr.
@@ -154,7 +176,10 @@ impl Printer {
         let text = String::from_utf8_lossy(log);
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(20)..];
-        let mut s = format!("{} {stage} ({why})\n", self.paint(&format!("{:>8}", "failed"), "31;1"));
+        let mut s = format!(
+            "{} {stage} ({why})\n",
+            self.paint(&format!("{:>8}", "failed"), "31;1")
+        );
         if tail.is_empty() {
             s.push_str("         (the stage printed nothing)\n");
         } else {
@@ -210,7 +235,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 // ---- JSON wire types (schema version 1) ----
@@ -223,25 +252,66 @@ pub struct WireReason {
 
 impl WireReason {
     pub fn all(reasons: &[Reason]) -> Vec<WireReason> {
-        reasons.iter().map(|r| WireReason { tag: r.tag(), message: r.sentence() }).collect()
+        reasons
+            .iter()
+            .map(|r| WireReason {
+                tag: r.tag(),
+                message: r.sentence(),
+            })
+            .collect()
     }
 }
 
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
-    StageStarted { version: u32, stage: String, reasons: Vec<WireReason> },
-    StageFinished { version: u32, stage: String, status: &'static str, duration_ms: u64, #[serde(skip_serializing_if = "Option::is_none")] error: Option<String> },
-    Summary { version: u32, ran: usize, restored: usize, fresh: usize, failed: Vec<String>, skipped: usize, interrupted: bool, elapsed_ms: u64 },
+    StageStarted {
+        version: u32,
+        stage: String,
+        reasons: Vec<WireReason>,
+    },
+    StageFinished {
+        version: u32,
+        stage: String,
+        status: &'static str,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    Summary {
+        version: u32,
+        ran: usize,
+        restored: usize,
+        fresh: usize,
+        failed: Vec<String>,
+        skipped: usize,
+        interrupted: bool,
+        elapsed_ms: u64,
+    },
 }
 
 impl Event {
     pub fn started(stage: &str, reasons: &[Reason]) -> Event {
-        Event::StageStarted { version: JSON_VERSION, stage: stage.to_string(), reasons: WireReason::all(reasons) }
+        Event::StageStarted {
+            version: JSON_VERSION,
+            stage: stage.to_string(),
+            reasons: WireReason::all(reasons),
+        }
     }
 
-    pub fn finished(stage: &str, status: &'static str, duration_ms: u64, error: Option<&str>) -> Event {
-        Event::StageFinished { version: JSON_VERSION, stage: stage.to_string(), status, duration_ms, error: error.map(str::to_string) }
+    pub fn finished(
+        stage: &str,
+        status: &'static str,
+        duration_ms: u64,
+        error: Option<&str>,
+    ) -> Event {
+        Event::StageFinished {
+            version: JSON_VERSION,
+            stage: stage.to_string(),
+            status,
+            duration_ms,
+            error: error.map(str::to_string),
+        }
     }
 }
 
@@ -331,10 +401,18 @@ pub struct WireGc<'a> {
 #[derive(Serialize)]
 #[serde(tag = "format", rename_all = "kebab-case")]
 pub enum WireContent {
-    Safetensors { header: crate::inspect::SafetensorsInfo },
-    Gguf { header: crate::inspect::GgufInfo },
-    Hdf5 { tree: serde_json::Value },
-    Directory { manifest: crate::hash::TreeManifest },
+    Safetensors {
+        header: crate::inspect::SafetensorsInfo,
+    },
+    Gguf {
+        header: crate::inspect::GgufInfo,
+    },
+    Hdf5 {
+        tree: serde_json::Value,
+    },
+    Directory {
+        manifest: crate::hash::TreeManifest,
+    },
     Json,
     Text,
     Binary,

@@ -24,9 +24,19 @@ use crate::workspace::{self, CopyState};
 
 #[derive(Debug, Clone)]
 pub enum State {
-    Fresh { record: RunRecord, modified: Vec<String> },
-    Restorable { record: RunRecord, missing: Vec<String>, modified: Vec<String> },
-    Dirty { reasons: Vec<Reason>, ingredients: Option<KeyRecord> },
+    Fresh {
+        record: RunRecord,
+        modified: Vec<String>,
+    },
+    Restorable {
+        record: RunRecord,
+        missing: Vec<String>,
+        modified: Vec<String>,
+    },
+    Dirty {
+        reasons: Vec<Reason>,
+        ingredients: Option<KeyRecord>,
+    },
 }
 
 impl State {
@@ -55,8 +65,16 @@ pub struct Settings {
 
 #[derive(Debug)]
 pub enum PlanError {
-    MissingInput { instance: String, port: String, path: String, error: String },
-    Device { instance: String, error: String },
+    MissingInput {
+        instance: String,
+        port: String,
+        path: String,
+        error: String,
+    },
+    Device {
+        instance: String,
+        error: String,
+    },
 }
 
 impl std::fmt::Display for PlanError {
@@ -72,19 +90,37 @@ impl std::fmt::Display for PlanError {
 }
 
 /// The key ingredients of an instance, given its inputs' digests (in port order).
-pub fn ingredients(pipeline: &Pipeline, idx: usize, inputs: BTreeMap<String, Vec<Digest>>, settings: &Settings) -> Result<KeyRecord, PlanError> {
+pub fn ingredients(
+    pipeline: &Pipeline,
+    idx: usize,
+    inputs: BTreeMap<String, Vec<Digest>>,
+    settings: &Settings,
+) -> Result<KeyRecord, PlanError> {
     let inst = &pipeline.instances[idx];
     let stage = match &inst.body {
-        Body::Builtin { name, version } => StageIdentity::Builtin { name: name.clone(), version: *version },
+        Body::Builtin { name, version } => StageIdentity::Builtin {
+            name: name.clone(),
+            version: *version,
+        },
         Body::Cmd { argv } => StageIdentity::Cmd { argv: argv.clone() },
     };
     let mut toolchain = BTreeMap::new();
     if inst.uses_torch {
-        toolchain.insert("libtorch".to_string(), registry::libtorch_version().to_string());
+        toolchain.insert(
+            "libtorch".to_string(),
+            registry::libtorch_version().to_string(),
+        );
     }
     if inst.device_dependent {
-        let requested = settings.device_override.as_deref().or(inst.device.as_deref()).unwrap_or("auto");
-        let dev = registry::resolve_device(requested).map_err(|error| PlanError::Device { instance: inst.name.clone(), error })?;
+        let requested = settings
+            .device_override
+            .as_deref()
+            .or(inst.device.as_deref())
+            .unwrap_or("auto");
+        let dev = registry::resolve_device(requested).map_err(|error| PlanError::Device {
+            instance: inst.name.clone(),
+            error,
+        })?;
         toolchain.insert("device".to_string(), dev.to_string());
     }
     Ok(KeyRecord {
@@ -92,8 +128,16 @@ pub fn ingredients(pipeline: &Pipeline, idx: usize, inputs: BTreeMap<String, Vec
         stage,
         params: inst.params.clone(),
         inputs,
-        outputs: inst.outputs.iter().map(|o| (o.name.clone(), o.path.clone())).collect(),
-        env: inst.env.iter().map(|e| (e.clone(), std::env::var(e).ok())).collect(),
+        outputs: inst
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.path.clone()))
+            .collect(),
+        env: inst
+            .env
+            .iter()
+            .map(|e| (e.clone(), std::env::var(e).ok()))
+            .collect(),
         toolchain,
     })
 }
@@ -113,15 +157,19 @@ pub fn input_digests(
             match src {
                 InputSource::External { path } => {
                     let abs = pipeline.root.join(path);
-                    let d = memo.path_digest(&abs).map_err(|e| PlanError::MissingInput {
-                        instance: inst.name.clone(),
-                        port: input.port.clone(),
-                        path: path.clone(),
-                        error: e.to_string(),
-                    })?;
+                    let d = memo
+                        .path_digest(&abs)
+                        .map_err(|e| PlanError::MissingInput {
+                            instance: inst.name.clone(),
+                            port: input.port.clone(),
+                            path: path.clone(),
+                            error: e.to_string(),
+                        })?;
                     ds.push(d);
                 }
-                InputSource::Upstream { instance, output } => match upstream(*instance).and_then(|r| r.outputs.get(output).map(|e| e.digest)) {
+                InputSource::Upstream { instance, output } => match upstream(*instance)
+                    .and_then(|r| r.outputs.get(output).map(|e| e.digest))
+                {
                     Some(d) => ds.push(d),
                     None => return Ok(Err(pipeline.instances[*instance].name.clone())),
                 },
@@ -133,15 +181,28 @@ pub fn input_digests(
 }
 
 /// Classifies an instance whose key ingredients are known.
-pub fn classify(pipeline: &Pipeline, idx: usize, ing: KeyRecord, store: &Store, memo: &mut StatMemo, forced: bool) -> State {
+pub fn classify(
+    pipeline: &Pipeline,
+    idx: usize,
+    ing: KeyRecord,
+    store: &Store,
+    memo: &mut StatMemo,
+    forced: bool,
+) -> State {
     let inst = &pipeline.instances[idx];
     let key = ing.key();
     if forced {
-        return State::Dirty { reasons: vec![Reason::Forced], ingredients: Some(ing) };
+        return State::Dirty {
+            reasons: vec![Reason::Forced],
+            ingredients: Some(ing),
+        };
     }
     if let Some(record) = store.read_record(&key) {
         if let Err(output) = store.record_complete(&record) {
-            return State::Dirty { reasons: vec![Reason::CachedOutputMissing { output }], ingredients: Some(ing) };
+            return State::Dirty {
+                reasons: vec![Reason::CachedOutputMissing { output }],
+                ingredients: Some(ing),
+            };
         }
         let out_dir = pipeline.root.join(pipeline.out_dir(idx));
         let last = store.read_pointer(&inst.name);
@@ -149,57 +210,108 @@ pub fn classify(pipeline: &Pipeline, idx: usize, ing: KeyRecord, store: &Store, 
         let mut missing = Vec::new();
         let mut modified = Vec::new();
         for o in &inst.outputs {
-            let Some(entry) = record.outputs.get(&o.name) else { continue };
+            let Some(entry) = record.outputs.get(&o.name) else {
+                continue;
+            };
             let path = workspace::output_path(&out_dir, &o.path);
-            let stamp = pointer.as_ref().and_then(|p| p.materialized.get(&o.name).copied());
+            let stamp = pointer
+                .as_ref()
+                .and_then(|p| p.materialized.get(&o.name).copied());
             match workspace::state(&path, entry, store, memo, stamp) {
                 Ok(CopyState::Current) => {}
                 Ok(CopyState::Missing) => missing.push(o.name.clone()),
                 // A copy azimuth itself put there for another run (e.g. before a param was
                 // switched back) is stale, not the user's: restore over it.
-                Ok(CopyState::Modified) if last.as_ref().and_then(|p| p.materialized.get(&o.name).copied()).is_some_and(|s| Some(s) == Stamp::of(&path)) => {
+                Ok(CopyState::Modified)
+                    if last
+                        .as_ref()
+                        .and_then(|p| p.materialized.get(&o.name).copied())
+                        .is_some_and(|s| Some(s) == Stamp::of(&path)) =>
+                {
                     missing.push(o.name.clone())
                 }
                 Ok(CopyState::Modified) | Err(_) => modified.push(o.name.clone()),
                 Ok(CopyState::ModifiedInPlace) => {
-                    return State::Dirty { reasons: vec![Reason::OutputModifiedInPlace { output: o.name.clone(), object: entry.digest }], ingredients: Some(ing) };
+                    return State::Dirty {
+                        reasons: vec![Reason::OutputModifiedInPlace {
+                            output: o.name.clone(),
+                            object: entry.digest,
+                        }],
+                        ingredients: Some(ing),
+                    };
                 }
             }
         }
-        return if missing.is_empty() { State::Fresh { record, modified } } else { State::Restorable { record, missing, modified } };
+        return if missing.is_empty() {
+            State::Fresh { record, modified }
+        } else {
+            State::Restorable {
+                record,
+                missing,
+                modified,
+            }
+        };
     }
     let reasons = match store.last_record(&inst.name) {
         None => vec![Reason::NeverRun],
         Some(last) => {
             let r = diff(&last.ingredients, &ing);
-            if r.is_empty() { vec![Reason::NoRecord] } else { r }
+            if r.is_empty() {
+                vec![Reason::NoRecord]
+            } else {
+                r
+            }
         }
     };
-    State::Dirty { reasons, ingredients: Some(ing) }
+    State::Dirty {
+        reasons,
+        ingredients: Some(ing),
+    }
 }
 
 fn trace_state(name: &str, state: &State) {
     match state {
-        State::Dirty { reasons, ingredients } => tracing::debug!(
+        State::Dirty {
+            reasons,
+            ingredients,
+        } => tracing::debug!(
             stage = name,
             key = ?ingredients.as_ref().map(|i| i.key()),
             reasons = %reasons.iter().map(|r| r.sentence()).collect::<Vec<_>>().join("; "),
             "dirty"
         ),
-        other => tracing::debug!(stage = name, key = ?other.record().map(|r| r.key), "{}", other.label()),
+        other => {
+            tracing::debug!(stage = name, key = ?other.record().map(|r| r.key), "{}", other.label())
+        }
     }
 }
 
 /// Plans every instance (for `status`, `why` and `run --dry-run`).
-pub fn plan_all(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, settings: &Settings, forced: &[bool]) -> Result<Vec<State>, PlanError> {
+pub fn plan_all(
+    pipeline: &Pipeline,
+    store: &Store,
+    memo: &mut StatMemo,
+    settings: &Settings,
+    forced: &[bool],
+) -> Result<Vec<State>, PlanError> {
     let mut states: Vec<State> = Vec::with_capacity(pipeline.instances.len());
     for idx in 0..pipeline.instances.len() {
         let lookup = |u: usize| states.get(u).and_then(|s: &State| s.record().cloned());
         let state = match input_digests(pipeline, idx, memo, &lookup)? {
-            Err(up) => State::Dirty { reasons: vec![Reason::UpstreamDirty { stage: up }], ingredients: None },
+            Err(up) => State::Dirty {
+                reasons: vec![Reason::UpstreamDirty { stage: up }],
+                ingredients: None,
+            },
             Ok(inputs) => {
                 let ing = ingredients(pipeline, idx, inputs, settings)?;
-                classify(pipeline, idx, ing, store, memo, forced.get(idx).copied().unwrap_or(false))
+                classify(
+                    pipeline,
+                    idx,
+                    ing,
+                    store,
+                    memo,
+                    forced.get(idx).copied().unwrap_or(false),
+                )
             }
         };
         trace_state(&pipeline.instances[idx].name, &state);
@@ -209,7 +321,17 @@ pub fn plan_all(pipeline: &Pipeline, store: &Store, memo: &mut StatMemo, setting
 }
 
 /// The workspace path of an instance's output (absolute).
-pub fn workspace_output(pipeline: &Pipeline, idx: usize, output: &str) -> Option<std::path::PathBuf> {
-    let o = pipeline.instances[idx].outputs.iter().find(|o| o.name == output)?;
-    Some(workspace::output_path(&pipeline.root.join(pipeline.out_dir(idx)), &o.path))
+pub fn workspace_output(
+    pipeline: &Pipeline,
+    idx: usize,
+    output: &str,
+) -> Option<std::path::PathBuf> {
+    let o = pipeline.instances[idx]
+        .outputs
+        .iter()
+        .find(|o| o.name == output)?;
+    Some(workspace::output_path(
+        &pipeline.root.join(pipeline.out_dir(idx)),
+        &o.path,
+    ))
 }

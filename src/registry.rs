@@ -76,7 +76,9 @@ impl Registry {
     pub fn builtin() -> Registry {
         #[cfg(feature = "builtin-stages")]
         {
-            Registry { builtins: azimuth_stage_api::catalogue().iter().map(adapt).collect() }
+            Registry {
+                builtins: azimuth_stage_api::catalogue().iter().map(adapt).collect(),
+            }
         }
         #[cfg(not(feature = "builtin-stages"))]
         {
@@ -106,7 +108,12 @@ pub fn resolve_device(requested: &str) -> Result<&'static str, String> {
 #[cfg(feature = "builtin-stages")]
 fn adapt(s: &azimuth_stage_api::StageSpec) -> Builtin {
     use azimuth_stage_api as st;
-    let port = |p: &st::PortSpec| Port { name: p.name, doc: p.doc, many: p.many, optional: p.optional };
+    let port = |p: &st::PortSpec| Port {
+        name: p.name,
+        doc: p.doc,
+        many: p.many,
+        optional: p.optional,
+    };
     Builtin {
         name: s.name,
         version: s.version,
@@ -132,7 +139,12 @@ fn adapt(s: &azimuth_stage_api::StageSpec) -> Builtin {
                     st::ParamType::FloatList => ParamType::FloatList,
                 },
                 default: p.default.map(|d| {
-                    serde_json::from_str(d).unwrap_or_else(|e| panic!("catalogue default of `{}.{}` is not JSON: {e}", s.name, p.name))
+                    serde_json::from_str(d).unwrap_or_else(|e| {
+                        panic!(
+                            "catalogue default of `{}.{}` is not JSON: {e}",
+                            s.name, p.name
+                        )
+                    })
                 }),
                 doc: p.doc,
             })
@@ -168,21 +180,44 @@ impl ParamType {
                 Some(f) if f.is_finite() && f >= *min && f <= *max => Ok(float(f)),
                 _ => bad(),
             },
-            ParamType::Bool => if v.is_boolean() { Ok(v.clone()) } else { bad() },
-            ParamType::Str => if v.is_string() { Ok(v.clone()) } else { bad() },
+            ParamType::Bool => {
+                if v.is_boolean() {
+                    Ok(v.clone())
+                } else {
+                    bad()
+                }
+            }
+            ParamType::Str => {
+                if v.is_string() {
+                    Ok(v.clone())
+                } else {
+                    bad()
+                }
+            }
             ParamType::Choice(c) => match v.as_str() {
                 Some(s) if c.contains(&s) => Ok(v.clone()),
                 _ => bad(),
             },
             ParamType::IntList { min, max } => match v.as_array() {
-                Some(a) if !a.is_empty() && a.iter().all(|x| x.as_i64().is_some_and(|i| i >= *min && i <= *max)) => {
+                Some(a)
+                    if !a.is_empty()
+                        && a.iter()
+                            .all(|x| x.as_i64().is_some_and(|i| i >= *min && i <= *max)) =>
+                {
                     Ok(v.clone())
                 }
                 _ => bad(),
             },
             ParamType::FloatList => match v.as_array() {
-                Some(a) if !a.is_empty() && a.iter().all(|x| x.as_f64().is_some_and(f64::is_finite)) => {
-                    Ok(Json::Array(a.iter().map(|x| float(x.as_f64().expect("checked above"))).collect()))
+                Some(a)
+                    if !a.is_empty()
+                        && a.iter().all(|x| x.as_f64().is_some_and(f64::is_finite)) =>
+                {
+                    Ok(Json::Array(
+                        a.iter()
+                            .map(|x| float(x.as_f64().expect("checked above")))
+                            .collect(),
+                    ))
                 }
                 _ => bad(),
             },
@@ -191,12 +226,21 @@ impl ParamType {
 }
 
 fn float(f: f64) -> Json {
-    serde_json::Number::from_f64(f).map(Json::Number).expect("finite floats are valid JSON numbers")
+    serde_json::Number::from_f64(f)
+        .map(Json::Number)
+        .expect("finite floats are valid JSON numbers")
 }
 
 fn short(v: &Json) -> String {
     let s = v.to_string();
-    if s.len() > 40 { format!("{}…", &s[..s.char_indices().nth(39).map_or(s.len(), |(i, _)| i)]) } else { s }
+    if s.len() > 40 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(39).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
@@ -208,9 +252,18 @@ mod tests {
     fn param_types_accept_and_reject() {
         let int = ParamType::Int { min: 1, max: 10 };
         assert!(int.check(&json!(5)).is_ok());
-        assert_eq!(int.check(&json!(0)).unwrap_err(), "expected an integer in 1..=10, found 0");
-        assert_eq!(int.check(&json!("5")).unwrap_err(), "expected an integer in 1..=10, found \"5\"");
-        let f = ParamType::Float { min: 0.0, max: f64::MAX };
+        assert_eq!(
+            int.check(&json!(0)).unwrap_err(),
+            "expected an integer in 1..=10, found 0"
+        );
+        assert_eq!(
+            int.check(&json!("5")).unwrap_err(),
+            "expected an integer in 1..=10, found \"5\""
+        );
+        let f = ParamType::Float {
+            min: 0.0,
+            max: f64::MAX,
+        };
         assert_eq!(f.check(&json!(2)).unwrap(), json!(2.0));
         assert!(f.check(&json!(-1.0)).is_err());
         assert!(ParamType::Choice(&["a", "b"]).check(&json!("c")).is_err());
@@ -223,7 +276,8 @@ mod tests {
         for b in Registry::builtin().builtins {
             for p in &b.params {
                 if let Some(d) = &p.default {
-                    p.ty.check(d).unwrap_or_else(|e| panic!("{}.{}: {e}", b.name, p.name));
+                    p.ty.check(d)
+                        .unwrap_or_else(|e| panic!("{}.{}: {e}", b.name, p.name));
                 }
             }
         }

@@ -20,7 +20,13 @@ pub fn render_record(r: &RunRecord) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "stage     {}", r.instance);
     let _ = writeln!(s, "key       {}", r.key);
-    let _ = writeln!(s, "finished  {} on {} after {}", format_time(r.finished_at), r.host, human_duration(Duration::from_millis(r.duration_ms)));
+    let _ = writeln!(
+        s,
+        "finished  {} on {} after {}",
+        format_time(r.finished_at),
+        r.host,
+        human_duration(Duration::from_millis(r.duration_ms))
+    );
     match &r.ingredients.stage {
         StageIdentity::Builtin { name, version } => {
             let _ = writeln!(s, "runs      built-in {name} v{version}");
@@ -51,7 +57,11 @@ pub fn render_record(r: &RunRecord) -> String {
     }
     let _ = writeln!(s, "outputs");
     for (k, e) in &r.outputs {
-        let kind = if e.kind == ArtifactKind::Dir { " (directory)" } else { "" };
+        let kind = if e.kind == ArtifactKind::Dir {
+            " (directory)"
+        } else {
+            ""
+        };
         let _ = writeln!(s, "  {k} → {} {}{kind}", e.digest, human_bytes(e.size));
     }
     if let Some(l) = r.log {
@@ -60,20 +70,36 @@ pub fn render_record(r: &RunRecord) -> String {
     s
 }
 
-pub fn show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer: &Printer) -> Result<(), String> {
+pub fn show(
+    store: &Store,
+    pipeline: Option<&Pipeline>,
+    artifact: &str,
+    printer: &Printer,
+) -> Result<(), String> {
     let (entry, record) = resolve_artifact(store, pipeline, artifact)?;
-    let path = store.artifact_path(&entry).map_err(|e| format!("cannot open {}: {e}", entry.digest))?;
+    let path = store
+        .artifact_path(&entry)
+        .map_err(|e| format!("cannot open {}: {e}", entry.digest))?;
     let mut content = String::new();
     let json_content;
     if entry.kind == ArtifactKind::Dir {
-        let m = store.read_manifest(&entry.digest).map_err(|e| e.to_string())?;
+        let m = store
+            .read_manifest(&entry.digest)
+            .map_err(|e| e.to_string())?;
         let _ = writeln!(content, "directory of {} file(s):", m.entries.len());
         for e in &m.entries {
-            let _ = writeln!(content, "  {}  {}  {}", e.path, human_bytes(e.size), e.digest);
+            let _ = writeln!(
+                content,
+                "  {}  {}  {}",
+                e.path,
+                human_bytes(e.size),
+                e.digest
+            );
         }
         json_content = WireContent::Directory { manifest: m };
     } else {
-        let format = inspect::sniff(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let format =
+            inspect::sniff(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         match format {
             FileFormat::Safetensors => {
                 let info = inspect::read_safetensors(&path).map_err(|e| e.to_string())?;
@@ -90,7 +116,9 @@ pub fn show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer:
                 {
                     let tree = azimuth_stage_api::inspect::hdf5_tree(&path)?;
                     content = azimuth_stage_api::inspect::render_hdf5_tree(&tree);
-                    json_content = WireContent::Hdf5 { tree: serde_json::to_value(&tree).expect("HDF5 trees serialize") };
+                    json_content = WireContent::Hdf5 {
+                        tree: serde_json::to_value(&tree).expect("HDF5 trees serialize"),
+                    };
                 }
                 #[cfg(not(feature = "builtin-stages"))]
                 {
@@ -103,11 +131,24 @@ pub fn show(store: &Store, pipeline: Option<&Pipeline>, artifact: &str, printer:
                 let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
                 let _ = f.by_ref().take(4096).read_to_string(&mut head);
                 let lines: Vec<&str> = head.lines().take(20).collect();
-                let _ = writeln!(content, "{} file; first {} line(s):", if format == FileFormat::Json { "JSON" } else { "text" }, lines.len());
+                let _ = writeln!(
+                    content,
+                    "{} file; first {} line(s):",
+                    if format == FileFormat::Json {
+                        "JSON"
+                    } else {
+                        "text"
+                    },
+                    lines.len()
+                );
                 for l in lines {
                     let _ = writeln!(content, "  │ {l}");
                 }
-                json_content = if format == FileFormat::Json { WireContent::Json } else { WireContent::Text };
+                json_content = if format == FileFormat::Json {
+                    WireContent::Json
+                } else {
+                    WireContent::Text
+                };
             }
             FileFormat::Binary => {
                 let _ = writeln!(content, "binary file (no known header)");

@@ -94,7 +94,12 @@ pub struct Stamp {
 impl Stamp {
     pub fn of(path: &Path) -> Option<Stamp> {
         let m = fs::symlink_metadata(path).ok()?;
-        Some(Stamp { dev: m.dev(), ino: m.ino(), size: m.size(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        })
     }
 }
 
@@ -118,7 +123,10 @@ pub fn hostname() -> String {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `2026-11-22T23:40:35Z` from Unix seconds (UTC; no time-zone database needed).
@@ -135,7 +143,12 @@ pub fn format_time(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// A file name for an instance: `sim[sigma=1e-9]` stays readable, anything odd is %-escaped.
@@ -154,12 +167,23 @@ fn escape(instance: &str) -> String {
 impl Store {
     /// The store at `dir` (not created until something is written).
     pub fn at(dir: &Path) -> Store {
-        Store { dir: dir.to_path_buf(), v: dir.join(format!("v{CACHE_FORMAT}")) }
+        Store {
+            dir: dir.to_path_buf(),
+            v: dir.join(format!("v{CACHE_FORMAT}")),
+        }
     }
 
     /// Creates the layout if needed.
     pub fn init(&self) -> io::Result<()> {
-        for sub in ["objects", "runs", "stages", "tmp", "locks/keys", "trees", "failed"] {
+        for sub in [
+            "objects",
+            "runs",
+            "stages",
+            "tmp",
+            "locks/keys",
+            "trees",
+            "failed",
+        ] {
             fs::create_dir_all(self.v.join(sub))?;
         }
         let gi = self.dir.join(".gitignore");
@@ -191,7 +215,9 @@ impl Store {
     }
 
     pub fn failed_log_path(&self, instance: &str) -> PathBuf {
-        self.v.join("failed").join(format!("{}.log", escape(instance)))
+        self.v
+            .join("failed")
+            .join(format!("{}.log", escape(instance)))
     }
 
     /// Moves a staged file into the store under `digest` (a rename: no bytes are copied). If the
@@ -213,7 +239,10 @@ impl Store {
         let d = Digest::of_bytes(bytes);
         let dest = self.object_path(&d);
         if !dest.is_file() {
-            let tmp = self.v.join("tmp").join(format!(".put-{}-{}", std::process::id(), d.short()));
+            let tmp = self
+                .v
+                .join("tmp")
+                .join(format!(".put-{}-{}", std::process::id(), d.short()));
             fs::create_dir_all(tmp.parent().expect("tmp has a parent"))?;
             fs::write(&tmp, bytes)?;
             self.adopt_file(&tmp, &d)?;
@@ -228,14 +257,23 @@ impl Store {
             let (digest, size) = hash_file(staged)?;
             let obj = self.adopt_file(staged, &digest)?;
             memo.remember(&fs::metadata(&obj)?, digest);
-            Ok(OutputEntry { digest, size, kind: ArtifactKind::File })
+            Ok(OutputEntry {
+                digest,
+                size,
+                kind: ArtifactKind::File,
+            })
         } else if meta.is_dir() {
             let files = walk_tree(staged, false)?;
             let hashed: Vec<io::Result<TreeEntry>> = files
                 .par_iter()
                 .map(|(rel, m)| {
                     let (digest, size) = hash_file(&staged.join(rel))?;
-                    Ok(TreeEntry { path: rel.clone(), digest, size, exec: m.mode() & 0o111 != 0 })
+                    Ok(TreeEntry {
+                        path: rel.clone(),
+                        digest,
+                        size,
+                        exec: m.mode() & 0o111 != 0,
+                    })
                 })
                 .collect();
             let entries = hashed.into_iter().collect::<io::Result<Vec<_>>>()?;
@@ -244,15 +282,27 @@ impl Store {
             }
             let manifest = TreeManifest { format: 1, entries };
             let digest = self.put_bytes(&manifest.to_bytes())?;
-            Ok(OutputEntry { digest, size: manifest.total_size(), kind: ArtifactKind::Dir })
+            Ok(OutputEntry {
+                digest,
+                size: manifest.total_size(),
+                kind: ArtifactKind::Dir,
+            })
         } else {
-            Err(io::Error::new(io::ErrorKind::InvalidData, format!("`{}` is neither a file nor a directory", staged.display())))
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("`{}` is neither a file nor a directory", staged.display()),
+            ))
         }
     }
 
     pub fn read_manifest(&self, d: &Digest) -> io::Result<TreeManifest> {
         let bytes = fs::read(self.object_path(d))?;
-        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("tree manifest {d}: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("tree manifest {d}: {e}"),
+            )
+        })
     }
 
     /// Every object an output needs (the manifest and its files for directories).
@@ -261,7 +311,9 @@ impl Store {
             ArtifactKind::File => Ok(vec![e.digest]),
             ArtifactKind::Dir => {
                 let m = self.read_manifest(&e.digest)?;
-                Ok(std::iter::once(e.digest).chain(m.entries.iter().map(|x| x.digest)).collect())
+                Ok(std::iter::once(e.digest)
+                    .chain(m.entries.iter().map(|x| x.digest))
+                    .collect())
             }
         }
     }
@@ -287,7 +339,11 @@ impl Store {
                 if dest.is_dir() {
                     return Ok(dest);
                 }
-                let tmp = self.v.join("tmp").join(format!(".tree-{}-{}", std::process::id(), e.digest.short()));
+                let tmp = self.v.join("tmp").join(format!(
+                    ".tree-{}-{}",
+                    std::process::id(),
+                    e.digest.short()
+                ));
                 let _ = remove_all(&tmp);
                 self.link_tree(&e.digest, &tmp)?;
                 fs::create_dir_all(dest.parent().expect("trees has a parent"))?;
@@ -321,7 +377,9 @@ impl Store {
 
     pub fn read_record(&self, key: &Digest) -> Option<RunRecord> {
         let bytes = fs::read(self.record_path(key)).ok()?;
-        serde_json::from_slice::<RunRecord>(&bytes).ok().filter(|r| r.format == CACHE_FORMAT && r.key == *key)
+        serde_json::from_slice::<RunRecord>(&bytes)
+            .ok()
+            .filter(|r| r.format == CACHE_FORMAT && r.key == *key)
     }
 
     /// The commit point of a stage: written only after all its objects are in place.
@@ -332,7 +390,9 @@ impl Store {
     }
 
     fn pointer_path(&self, instance: &str) -> PathBuf {
-        self.v.join("stages").join(format!("{}.json", escape(instance)))
+        self.v
+            .join("stages")
+            .join(format!("{}.json", escape(instance)))
     }
 
     pub fn read_pointer(&self, instance: &str) -> Option<Pointer> {
@@ -361,7 +421,9 @@ impl Store {
                 }
             }
         }
-        out.sort_by(|a, b| (a.instance.as_str(), a.finished_at).cmp(&(b.instance.as_str(), b.finished_at)));
+        out.sort_by(|a, b| {
+            (a.instance.as_str(), a.finished_at).cmp(&(b.instance.as_str(), b.finished_at))
+        });
         out
     }
 
@@ -369,7 +431,9 @@ impl Store {
         let mut out = Vec::new();
         if let Ok(rd) = fs::read_dir(self.v.join("stages")) {
             for e in rd.flatten() {
-                if let Ok(p) = serde_json::from_slice::<Pointer>(&fs::read(e.path()).unwrap_or_default()) {
+                if let Ok(p) =
+                    serde_json::from_slice::<Pointer>(&fs::read(e.path()).unwrap_or_default())
+                {
                     out.push((e.file_name().to_string_lossy().into_owned(), p));
                 }
             }
@@ -385,7 +449,9 @@ impl Store {
                 let prefix = f.file_name().to_string_lossy().into_owned();
                 if let Ok(rd) = fs::read_dir(f.path()) {
                     for e in rd.flatten() {
-                        if let Some(d) = Digest::parse(&format!("{prefix}{}", e.file_name().to_string_lossy())) {
+                        if let Some(d) =
+                            Digest::parse(&format!("{prefix}{}", e.file_name().to_string_lossy()))
+                        {
                             out.push(d);
                         }
                     }
@@ -398,9 +464,14 @@ impl Store {
 
     /// Resolves a digest prefix (with or without `b3:`) among objects, like git does.
     pub fn resolve_prefix(&self, prefix: &str) -> Result<Digest, String> {
-        let p = prefix.strip_prefix("b3:").unwrap_or(prefix).to_ascii_lowercase();
+        let p = prefix
+            .strip_prefix("b3:")
+            .unwrap_or(prefix)
+            .to_ascii_lowercase();
         if p.len() < 4 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("`{prefix}` is not a digest prefix (at least 4 hex digits, optionally after `b3:`)"));
+            return Err(format!(
+                "`{prefix}` is not a digest prefix (at least 4 hex digits, optionally after `b3:`)"
+            ));
         }
         let dir = self.v.join("objects").join(&p[..2]);
         let mut hits = Vec::new();
@@ -415,12 +486,22 @@ impl Store {
             }
         }
         match hits.len() {
-            0 => Err(format!("no object in `{}` starts with `{prefix}`", self.dir.display())),
+            0 => Err(format!(
+                "no object in `{}` starts with `{prefix}`",
+                self.dir.display()
+            )),
             1 => Ok(hits[0]),
             n => {
                 hits.sort();
-                let list: Vec<String> = hits.iter().take(5).map(|d| format!("b3:{}", &d.hex()[..16])).collect();
-                Err(format!("`{prefix}` is ambiguous: {n} objects match ({}); give more digits", list.join(", ")))
+                let list: Vec<String> = hits
+                    .iter()
+                    .take(5)
+                    .map(|d| format!("b3:{}", &d.hex()[..16]))
+                    .collect();
+                Err(format!(
+                    "`{prefix}` is ambiguous: {n} objects match ({}); give more digits",
+                    list.join(", ")
+                ))
             }
         }
     }
@@ -430,7 +511,12 @@ impl Store {
         let base = self.v.join("tmp");
         fs::create_dir_all(&base)?;
         for attempt in 0u32.. {
-            let dir = base.join(format!("{}-{}-{}", escape(instance), std::process::id(), attempt));
+            let dir = base.join(format!(
+                "{}-{}-{}",
+                escape(instance),
+                std::process::id(),
+                attempt
+            ));
             match fs::create_dir(&dir) {
                 Ok(()) => {
                     let lock = FileLock::try_acquire(&dir.join(".lock"), Mode::Exclusive)?
@@ -452,10 +538,18 @@ impl Store {
             for e in rd.flatten() {
                 let p = e.path();
                 let stale = if p.is_dir() {
-                    matches!(FileLock::try_acquire(&p.join(".lock"), Mode::Exclusive), Ok(Some(_)))
+                    matches!(
+                        FileLock::try_acquire(&p.join(".lock"), Mode::Exclusive),
+                        Ok(Some(_))
+                    )
                 } else {
                     // Loose temp files (`.put-*`, `.tree-*`) of dead processes.
-                    e.metadata().ok().and_then(|m| m.modified().ok()).is_some_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600))
+                    e.metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .is_some_and(|t| {
+                            t.elapsed().unwrap_or_default() > Duration::from_secs(3600)
+                        })
                 };
                 if stale && remove_all(&p).is_ok() {
                     n += 1;
@@ -470,7 +564,10 @@ impl Store {
     }
 
     pub fn key_lock_path(&self, key: &Digest) -> PathBuf {
-        self.v.join("locks").join("keys").join(format!("{}.lock", key.hex()))
+        self.v
+            .join("locks")
+            .join("keys")
+            .join(format!("{}.lock", key.hex()))
     }
 
     /// Re-hashes every object and checks every record; returns one line per problem.
@@ -482,7 +579,10 @@ impl Store {
                 let p = self.object_path(d);
                 match hash_file(&p) {
                     Ok((got, _)) if got == *d => None,
-                    Ok((got, _)) => Some(format!("corrupt object {d}: its content hashes to {got} ({})", p.display())),
+                    Ok((got, _)) => Some(format!(
+                        "corrupt object {d}: its content hashes to {got} ({})",
+                        p.display()
+                    )),
                     Err(e) => Some(format!("unreadable object {d}: {e}")),
                 }
             })
@@ -499,7 +599,11 @@ impl Store {
                     continue;
                 };
                 if r.ingredients.key() != key {
-                    problems.push(format!("run record {} of `{}`: its ingredients hash to another key", key.short(), r.instance));
+                    problems.push(format!(
+                        "run record {} of `{}`: its ingredients hash to another key",
+                        key.short(),
+                        r.instance
+                    ));
                 }
                 for (out, entry) in &r.outputs {
                     match self.output_objects(entry) {
@@ -508,12 +612,20 @@ impl Store {
                                 problems.push(format!("run record {} of `{}`: output `{out}` needs missing object {d}", key.short(), r.instance));
                             }
                         }
-                        Err(err) => problems.push(format!("run record {} of `{}`: output `{out}`: {err}", key.short(), r.instance)),
+                        Err(err) => problems.push(format!(
+                            "run record {} of `{}`: output `{out}`: {err}",
+                            key.short(),
+                            r.instance
+                        )),
                     }
                 }
                 if let Some(l) = r.log {
                     if !self.has_object(&l) {
-                        problems.push(format!("run record {} of `{}`: log object {l} is missing", key.short(), r.instance));
+                        problems.push(format!(
+                            "run record {} of `{}`: log object {l} is missing",
+                            key.short(),
+                            r.instance
+                        ));
                     }
                 }
             }
@@ -524,7 +636,12 @@ impl Store {
 
     /// Deletes records not in `keep_keys` (and older than `keep_days`), then every object and tree
     /// no kept record needs, and every staging leftover. Returns (records, objects, bytes) freed.
-    pub fn gc(&self, keep_keys: &BTreeSet<Digest>, keep_days: Option<u64>, dry_run: bool) -> io::Result<GcReport> {
+    pub fn gc(
+        &self,
+        keep_keys: &BTreeSet<Digest>,
+        keep_days: Option<u64>,
+        dry_run: bool,
+    ) -> io::Result<GcReport> {
         let now = now_secs();
         let mut report = GcReport::default();
         let mut live: BTreeSet<Digest> = BTreeSet::new();
@@ -554,7 +671,8 @@ impl Store {
         }
         if let Ok(rd) = fs::read_dir(self.v.join("trees")) {
             for e in rd.flatten() {
-                let keep = Digest::parse(&e.file_name().to_string_lossy()).is_some_and(|d| live.contains(&d));
+                let keep = Digest::parse(&e.file_name().to_string_lossy())
+                    .is_some_and(|d| live.contains(&d));
                 if !keep {
                     report.trees += 1;
                     if !dry_run {
@@ -576,7 +694,10 @@ impl Store {
         if let Ok(rd) = fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('v') && name[1..].parse::<u32>().is_ok_and(|n| n != CACHE_FORMAT) && e.path().is_dir() {
+                if name.starts_with('v')
+                    && name[1..].parse::<u32>().is_ok_and(|n| n != CACHE_FORMAT)
+                    && e.path().is_dir()
+                {
                     report.old_formats.push(name);
                     if !dry_run {
                         remove_all(&e.path())?;
@@ -622,7 +743,12 @@ impl Drop for Staging {
 pub fn link_or_copy(src: &Path, dest: &Path) -> io::Result<()> {
     match fs::hard_link(src, dest) {
         Ok(()) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM | libc::EMLINK)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::EPERM | libc::EMLINK)
+            ) =>
+        {
             fs::copy(src, dest)?;
             fs::set_permissions(dest, fs::Permissions::from_mode(0o444))
         }
@@ -654,7 +780,10 @@ mod tests {
         assert!(!f.exists(), "staged file is moved, not copied");
         let obj = store.object_path(&e.digest);
         assert_eq!(fs::read(&obj).unwrap(), b"payload");
-        assert_eq!(fs::metadata(&obj).unwrap().permissions().mode() & 0o777, 0o444);
+        assert_eq!(
+            fs::metadata(&obj).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
     }
 
     #[test]
@@ -681,10 +810,25 @@ mod tests {
         store.init().unwrap();
         let d = store.put_bytes(b"one").unwrap();
         assert_eq!(store.resolve_prefix(&d.hex()[..8]).unwrap(), d);
-        assert_eq!(store.resolve_prefix(&format!("b3:{}", &d.hex()[..8])).unwrap(), d);
-        assert!(store.resolve_prefix("zz").unwrap_err().contains("not a digest prefix"));
-        let other = if d.hex().starts_with('0') { "1111" } else { "0000" };
-        assert!(store.resolve_prefix(other).unwrap_err().contains("no object"));
+        assert_eq!(
+            store
+                .resolve_prefix(&format!("b3:{}", &d.hex()[..8]))
+                .unwrap(),
+            d
+        );
+        assert!(store
+            .resolve_prefix("zz")
+            .unwrap_err()
+            .contains("not a digest prefix"));
+        let other = if d.hex().starts_with('0') {
+            "1111"
+        } else {
+            "0000"
+        };
+        assert!(store
+            .resolve_prefix(other)
+            .unwrap_err()
+            .contains("no object"));
     }
 
     #[test]

@@ -26,7 +26,13 @@ pub enum CopyState {
 
 /// Compares the workspace copy at `path` with a committed output; `stamp` is what azimuth
 /// recorded when it put the copy there (if it did).
-pub fn state(path: &Path, entry: &OutputEntry, store: &Store, memo: &mut StatMemo, stamp: Option<Stamp>) -> io::Result<CopyState> {
+pub fn state(
+    path: &Path,
+    entry: &OutputEntry,
+    store: &Store,
+    memo: &mut StatMemo,
+    stamp: Option<Stamp>,
+) -> io::Result<CopyState> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CopyState::Missing),
@@ -39,21 +45,37 @@ pub fn state(path: &Path, entry: &OutputEntry, store: &Store, memo: &mut StatMem
             }
             if let (Some(st), Ok(om)) = (stamp, fs::metadata(store.object_path(&entry.digest))) {
                 let here = Stamp::of(path);
-                if om.ino() == meta.ino() && om.dev() == meta.dev() && st.ino == meta.ino() && here.is_some_and(|h| h.mtime_ns != st.mtime_ns || h.size != st.size) {
+                if om.ino() == meta.ino()
+                    && om.dev() == meta.dev()
+                    && st.ino == meta.ino()
+                    && here.is_some_and(|h| h.mtime_ns != st.mtime_ns || h.size != st.size)
+                {
                     // Touched, or written through the link? Only the content can tell (hashed
                     // once: the memo remembers the new identity).
-                    return Ok(if meta.len() == entry.size && memo.file_digest(path, &meta)? == entry.digest {
-                        CopyState::Current
-                    } else {
-                        CopyState::ModifiedInPlace
-                    });
+                    return Ok(
+                        if meta.len() == entry.size
+                            && memo.file_digest(path, &meta)? == entry.digest
+                        {
+                            CopyState::Current
+                        } else {
+                            CopyState::ModifiedInPlace
+                        },
+                    );
                 }
             }
-            Ok(if same_file_or_content(path, &meta, &store.object_path(&entry.digest), entry, memo)? {
-                CopyState::Current
-            } else {
-                CopyState::Modified
-            })
+            Ok(
+                if same_file_or_content(
+                    path,
+                    &meta,
+                    &store.object_path(&entry.digest),
+                    entry,
+                    memo,
+                )? {
+                    CopyState::Current
+                } else {
+                    CopyState::Modified
+                },
+            )
         }
         ArtifactKind::Dir => {
             if !meta.is_dir() {
@@ -61,7 +83,9 @@ pub fn state(path: &Path, entry: &OutputEntry, store: &Store, memo: &mut StatMem
             }
             let manifest = store.read_manifest(&entry.digest)?;
             let files = crate::hash::walk_tree(path, false).map_err(|_| io::Error::other("tree"));
-            let Ok(files) = files else { return Ok(CopyState::Modified) };
+            let Ok(files) = files else {
+                return Ok(CopyState::Modified);
+            };
             if files.len() != manifest.entries.len() {
                 return Ok(CopyState::Modified);
             }
@@ -69,8 +93,18 @@ pub fn state(path: &Path, entry: &OutputEntry, store: &Store, memo: &mut StatMem
                 if *rel != e.path {
                     return Ok(CopyState::Modified);
                 }
-                let sub = OutputEntry { digest: e.digest, size: e.size, kind: ArtifactKind::File };
-                if !same_file_or_content(&path.join(rel), m, &store.object_path(&e.digest), &sub, memo)? {
+                let sub = OutputEntry {
+                    digest: e.digest,
+                    size: e.size,
+                    kind: ArtifactKind::File,
+                };
+                if !same_file_or_content(
+                    &path.join(rel),
+                    m,
+                    &store.object_path(&e.digest),
+                    &sub,
+                    memo,
+                )? {
                     return Ok(CopyState::Modified);
                 }
             }
@@ -79,7 +113,13 @@ pub fn state(path: &Path, entry: &OutputEntry, store: &Store, memo: &mut StatMem
     }
 }
 
-fn same_file_or_content(path: &Path, meta: &fs::Metadata, object: &Path, entry: &OutputEntry, memo: &mut StatMemo) -> io::Result<bool> {
+fn same_file_or_content(
+    path: &Path,
+    meta: &fs::Metadata,
+    object: &Path,
+    entry: &OutputEntry,
+    memo: &mut StatMemo,
+) -> io::Result<bool> {
     if let Ok(om) = fs::metadata(object) {
         // A hard link to the object: current unless written in place (which would also have
         // changed the object; `cache verify` reports that).

@@ -20,7 +20,10 @@ pub struct Decls {
 
 impl Decls {
     pub fn params_values(&self) -> BTreeMap<String, Json> {
-        self.params.iter().map(|(k, _, v)| (k.clone(), v.clone())).collect()
+        self.params
+            .iter()
+            .map(|(k, _, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -40,8 +43,12 @@ pub struct StageDecl {
 }
 
 pub enum DeclBody {
-    Builtin { uses: String },
-    Cmd { argv: Vec<(String, Span)> },
+    Builtin {
+        uses: String,
+    },
+    Cmd {
+        argv: Vec<(String, Span)>,
+    },
     /// Neither `uses` nor `cmd` (already reported).
     Missing,
 }
@@ -53,8 +60,15 @@ pub struct InputDecl {
 }
 
 pub enum RefDecl {
-    Stage { stage: String, selector: SelectorDecl, output: String, span: Span },
-    Path { path: String },
+    Stage {
+        stage: String,
+        selector: SelectorDecl,
+        output: String,
+        span: Span,
+    },
+    Path {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,22 +94,46 @@ pub enum Sweep {
 }
 
 const TOP_KEYS: &[&str] = &["version", "params", "stages"];
-const STAGE_KEYS: &[&str] =
-    &["uses", "cmd", "kind", "desc", "inputs", "outputs", "params", "matrix", "foreach", "env", "resources", "device"];
+const STAGE_KEYS: &[&str] = &[
+    "uses",
+    "cmd",
+    "kind",
+    "desc",
+    "inputs",
+    "outputs",
+    "params",
+    "matrix",
+    "foreach",
+    "env",
+    "resources",
+    "device",
+];
 
 /// Stage, port, output and param names: safe in paths, references and argv placeholders.
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         && !s.starts_with('-')
 }
 
 pub fn read(tree: &Node, registry: &Registry, diags: &mut Vec<Diagnostic>) -> Decls {
-    let mut decls = Decls { params: Vec::new(), stages: Vec::new() };
+    let mut decls = Decls {
+        params: Vec::new(),
+        stages: Vec::new(),
+    };
     let Some(top) = tree.as_map() else {
-        diags.push(Diagnostic::new(format!("expected a map with `stages:` at the top, found {}", tree.type_name()), tree.span)
-            .hint("a pipeline file starts with `stages:` (and optionally `params:`)"));
+        diags.push(
+            Diagnostic::new(
+                format!(
+                    "expected a map with `stages:` at the top, found {}",
+                    tree.type_name()
+                ),
+                tree.span,
+            )
+            .hint("a pipeline file starts with `stages:` (and optionally `params:`)"),
+        );
         return decls;
     };
     for (k, v) in top {
@@ -112,7 +150,10 @@ pub fn read(tree: &Node, registry: &Registry, diags: &mut Vec<Diagnostic>) -> De
         }
     }
     match tree.get("stages") {
-        None => diags.push(Diagnostic::new("no `stages:` in the pipeline", tree.span).hint("declare at least one stage under `stages:`")),
+        None => diags.push(
+            Diagnostic::new("no `stages:` in the pipeline", tree.span)
+                .hint("declare at least one stage under `stages:`"),
+        ),
         Some(stages) => match stages.as_map() {
             Some(m) => {
                 for (k, v) in m {
@@ -121,7 +162,13 @@ pub fn read(tree: &Node, registry: &Registry, diags: &mut Vec<Diagnostic>) -> De
                     }
                 }
             }
-            None => diags.push(Diagnostic::new(format!("`stages` must be a map of stage name to stage, found {}", stages.type_name()), stages.span)),
+            None => diags.push(Diagnostic::new(
+                format!(
+                    "`stages` must be a map of stage name to stage, found {}",
+                    stages.type_name()
+                ),
+                stages.span,
+            )),
         },
     }
     decls
@@ -137,7 +184,10 @@ fn unknown_key(key: &str, span: Span, known: &[&str], what: &str, place: &str) -
 
 fn read_global_params(v: &Node, decls: &mut Decls, diags: &mut Vec<Diagnostic>) {
     let Some(m) = v.as_map() else {
-        diags.push(Diagnostic::new(format!("`params` must be a map, found {}", v.type_name()), v.span));
+        diags.push(Diagnostic::new(
+            format!("`params` must be a map, found {}", v.type_name()),
+            v.span,
+        ));
         return;
     };
     for (k, val) in m {
@@ -159,35 +209,62 @@ fn bad_name(what: &str, name: &str, span: Span) -> Diagnostic {
 }
 
 /// YAML node → JSON, with `on_str` deciding what a string becomes (interpolation).
-pub fn to_json(n: &Node, on_str: &mut dyn FnMut(&str, Span) -> Result<Json, Diagnostic>) -> Result<Json, Diagnostic> {
+pub fn to_json(
+    n: &Node,
+    on_str: &mut dyn FnMut(&str, Span) -> Result<Json, Diagnostic>,
+) -> Result<Json, Diagnostic> {
     Ok(match &n.value {
         Value::Null => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) => Json::from(*i),
         Value::Float(f) => match serde_json::Number::from_f64(*f) {
             Some(num) => Json::Number(num),
-            None => return Err(Diagnostic::new("params must be finite numbers (no .inf or .nan)", n.span)),
+            None => {
+                return Err(Diagnostic::new(
+                    "params must be finite numbers (no .inf or .nan)",
+                    n.span,
+                ))
+            }
         },
         Value::Str(s) => on_str(s, n.span)?,
-        Value::Seq(items) => Json::Array(items.iter().map(|i| to_json(i, on_str)).collect::<Result<_, _>>()?),
+        Value::Seq(items) => Json::Array(
+            items
+                .iter()
+                .map(|i| to_json(i, on_str))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Map(entries) => {
             let mut m = serde_json::Map::new();
             for (k, v) in entries {
-                m.insert(k.as_str().unwrap_or_default().to_string(), to_json(v, on_str)?);
+                m.insert(
+                    k.as_str().unwrap_or_default().to_string(),
+                    to_json(v, on_str)?,
+                );
             }
             Json::Object(m)
         }
     })
 }
 
-fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnostic>) -> Option<StageDecl> {
+fn read_stage(
+    k: &Node,
+    v: &Node,
+    registry: &Registry,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<StageDecl> {
     let name = k.as_str().unwrap_or_default().to_string();
     if !valid_name(&name) {
         diags.push(bad_name("stage", &name, k.span));
         return None;
     }
     let Some(map) = v.as_map() else {
-        diags.push(Diagnostic::new(format!("stage `{name}` must be a map with `uses:` or `cmd:`, found {}", v.type_name()), v.span));
+        diags.push(Diagnostic::new(
+            format!(
+                "stage `{name}` must be a map with `uses:` or `cmd:`, found {}",
+                v.type_name()
+            ),
+            v.span,
+        ));
         return None;
     };
     let mut s = StageDecl {
@@ -211,7 +288,10 @@ fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnosti
             "uses" => match val.as_str() {
                 Some(u) => {
                     if registry.find(u).is_none() {
-                        let mut d = Diagnostic::new(format!("unknown built-in stage `{u}` in stage `{name}`"), val.span);
+                        let mut d = Diagnostic::new(
+                            format!("unknown built-in stage `{u}` in stage `{name}`"),
+                            val.span,
+                        );
                         d = match did_you_mean(u, registry.names()) {
                             Some(c) => d.hint(format!("did you mean `{c}`?")),
                             None if registry.builtins.is_empty() => {
@@ -221,9 +301,17 @@ fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnosti
                         };
                         diags.push(d);
                     }
-                    s.body = DeclBody::Builtin { uses: u.to_string() };
+                    s.body = DeclBody::Builtin {
+                        uses: u.to_string(),
+                    };
                 }
-                None => diags.push(Diagnostic::new(format!("`uses` must name a built-in stage, found {}", val.type_name()), val.span)),
+                None => diags.push(Diagnostic::new(
+                    format!(
+                        "`uses` must name a built-in stage, found {}",
+                        val.type_name()
+                    ),
+                    val.span,
+                )),
             },
             "cmd" => match read_cmd(val) {
                 Ok(argv) => s.body = DeclBody::Cmd { argv },
@@ -232,7 +320,10 @@ fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnosti
             "kind" => match val.as_str() {
                 Some("generator") => s.kind = Some(StageKind::Generator),
                 Some("analyzer") => s.kind = Some(StageKind::Analyzer),
-                _ => diags.push(Diagnostic::new("`kind` must be `generator` or `analyzer`", val.span)),
+                _ => diags.push(Diagnostic::new(
+                    "`kind` must be `generator` or `analyzer`",
+                    val.span,
+                )),
             },
             "desc" => {
                 if val.as_str().is_none() {
@@ -255,11 +346,18 @@ fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnosti
                         }
                     }
                 }
-                None => diags.push(Diagnostic::new(format!("`params` must be a map, found {}", val.type_name()), val.span)),
+                None => diags.push(Diagnostic::new(
+                    format!("`params` must be a map, found {}", val.type_name()),
+                    val.span,
+                )),
             },
-            "matrix" | "foreach" if s.sweep.is_some() => {
-                diags.push(Diagnostic::new(format!("stage `{name}` has both `matrix` and `foreach`"), key_node.span).hint("use one of them"))
-            }
+            "matrix" | "foreach" if s.sweep.is_some() => diags.push(
+                Diagnostic::new(
+                    format!("stage `{name}` has both `matrix` and `foreach`"),
+                    key_node.span,
+                )
+                .hint("use one of them"),
+            ),
             "matrix" => match val.as_map() {
                 Some(m) if !m.is_empty() => {
                     let mut keys = Vec::new();
@@ -273,50 +371,103 @@ fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnosti
                     }
                     s.sweep = Some(Sweep::Matrix(keys));
                 }
-                _ => diags.push(Diagnostic::new("`matrix` must be a non-empty map of param name to a list of values", val.span)),
+                _ => diags.push(Diagnostic::new(
+                    "`matrix` must be a non-empty map of param name to a list of values",
+                    val.span,
+                )),
             },
             "foreach" => match val.as_seq() {
                 Some(items) if !items.is_empty() => s.sweep = Some(Sweep::Foreach(items.to_vec())),
-                _ => diags.push(Diagnostic::new("`foreach` must be a non-empty list of param maps", val.span)),
+                _ => diags.push(Diagnostic::new(
+                    "`foreach` must be a non-empty list of param maps",
+                    val.span,
+                )),
             },
             "env" => match val.as_seq() {
                 Some(items) => {
                     for it in items {
                         match it.as_str() {
-                            Some(e) if !e.is_empty() && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !e.as_bytes()[0].is_ascii_digit() => {
+                            Some(e)
+                                if !e.is_empty()
+                                    && e.bytes()
+                                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                                    && !e.as_bytes()[0].is_ascii_digit() =>
+                            {
                                 s.env.push((e.to_string(), it.span))
                             }
-                            _ => diags.push(Diagnostic::new("`env` entries must be environment variable names", it.span)),
+                            _ => diags.push(Diagnostic::new(
+                                "`env` entries must be environment variable names",
+                                it.span,
+                            )),
                         }
                     }
                 }
-                None => diags.push(Diagnostic::new("`env` must be a list of environment variable names", val.span)),
+                None => diags.push(Diagnostic::new(
+                    "`env` must be a list of environment variable names",
+                    val.span,
+                )),
             },
             "resources" => read_resources(val, &mut s.resources, diags),
             "device" => match val.as_str() {
-                Some(d @ ("auto" | "cpu" | "cuda" | "mps")) => s.device = Some((d.to_string(), val.span)),
-                _ => diags.push(Diagnostic::new("`device` must be one of auto, cpu, cuda, mps", val.span)),
+                Some(d @ ("auto" | "cpu" | "cuda" | "mps")) => {
+                    s.device = Some((d.to_string(), val.span))
+                }
+                _ => diags.push(Diagnostic::new(
+                    "`device` must be one of auto, cpu, cuda, mps",
+                    val.span,
+                )),
             },
             other => {
                 unknown_keys = true;
-                diags.push(unknown_key(other, key_node.span, STAGE_KEYS, "key", &format!(" in stage `{name}`")))
+                diags.push(unknown_key(
+                    other,
+                    key_node.span,
+                    STAGE_KEYS,
+                    "key",
+                    &format!(" in stage `{name}`"),
+                ))
             }
         }
     }
-    match (&s.body, map.iter().any(|(k, _)| k.as_str() == Some("uses")), map.iter().any(|(k, _)| k.as_str() == Some("cmd"))) {
-        (_, true, true) => diags.push(Diagnostic::new(format!("stage `{name}` has both `uses` and `cmd`"), k.span).hint("a stage is either a built-in (`uses`) or a command (`cmd`)")),
-        (_, false, false) => diags.push(Diagnostic::new(format!("stage `{name}` has neither `uses` nor `cmd`"), k.span).hint("add `uses: <built-in stage>` or `cmd: [program, args...]`")),
+    match (
+        &s.body,
+        map.iter().any(|(k, _)| k.as_str() == Some("uses")),
+        map.iter().any(|(k, _)| k.as_str() == Some("cmd")),
+    ) {
+        (_, true, true) => diags.push(
+            Diagnostic::new(format!("stage `{name}` has both `uses` and `cmd`"), k.span)
+                .hint("a stage is either a built-in (`uses`) or a command (`cmd`)"),
+        ),
+        (_, false, false) => diags.push(
+            Diagnostic::new(
+                format!("stage `{name}` has neither `uses` nor `cmd`"),
+                k.span,
+            )
+            .hint("add `uses: <built-in stage>` or `cmd: [program, args...]`"),
+        ),
         _ => {}
     }
     if let DeclBody::Builtin { .. } = s.body {
         if let Some(span) = s.outputs_span {
-            diags.push(Diagnostic::new(format!("stage `{name}` uses a built-in stage, which declares its own outputs"), span).hint("remove `outputs:`; see `azimuth stages` for what each built-in writes"));
+            diags.push(
+                Diagnostic::new(
+                    format!("stage `{name}` uses a built-in stage, which declares its own outputs"),
+                    span,
+                )
+                .hint("remove `outputs:`; see `azimuth stages` for what each built-in writes"),
+            );
         }
     }
     if let DeclBody::Cmd { .. } = s.body {
         // (A misspelt `outputs` is already reported as an unknown key.)
         if s.outputs.is_empty() && s.outputs_span.is_none() && !unknown_keys {
-            diags.push(Diagnostic::new(format!("command stage `{name}` declares no outputs"), k.span).hint("declare what it writes, e.g. `outputs: {report: report.txt}`"));
+            diags.push(
+                Diagnostic::new(
+                    format!("command stage `{name}` declares no outputs"),
+                    k.span,
+                )
+                .hint("declare what it writes, e.g. `outputs: {report: report.txt}`"),
+            );
         }
     }
     Some(s)
@@ -325,7 +476,10 @@ fn read_stage(k: &Node, v: &Node, registry: &Registry, diags: &mut Vec<Diagnosti
 fn read_cmd(val: &Node) -> Result<Vec<(String, Span)>, Diagnostic> {
     match &val.value {
         Value::Str(s) => {
-            let words = split_command(s).map_err(|m| Diagnostic::new(m, val.span).hint("use the list form `cmd: [sh, -c, \"...\"]` if you need a shell"))?;
+            let words = split_command(s).map_err(|m| {
+                Diagnostic::new(m, val.span)
+                    .hint("use the list form `cmd: [sh, -c, \"...\"]` if you need a shell")
+            })?;
             if words.is_empty() {
                 return Err(Diagnostic::new("`cmd` is empty", val.span));
             }
@@ -338,10 +492,16 @@ fn read_cmd(val: &Node) -> Result<Vec<(String, Span)>, Diagnostic> {
                 Value::Int(n) => Ok((n.to_string(), i.span)),
                 Value::Float(f) => Ok((format!("{f:?}"), i.span)),
                 Value::Bool(b) => Ok((b.to_string(), i.span)),
-                _ => Err(Diagnostic::new(format!("command arguments must be strings, found {}", i.type_name()), i.span)),
+                _ => Err(Diagnostic::new(
+                    format!("command arguments must be strings, found {}", i.type_name()),
+                    i.span,
+                )),
             })
             .collect(),
-        _ => Err(Diagnostic::new("`cmd` must be a command line or a non-empty list of arguments", val.span)),
+        _ => Err(Diagnostic::new(
+            "`cmd` must be a command line or a non-empty list of arguments",
+            val.span,
+        )),
     }
 }
 
@@ -395,10 +555,14 @@ pub fn split_command(s: &str) -> Result<Vec<String>, String> {
                 }
             }
             '|' | '&' | ';' | '<' | '>' | '`' | '(' | ')' => {
-                return Err(format!("shell operator `{c}` in `cmd`; commands are run without a shell"));
+                return Err(format!(
+                    "shell operator `{c}` in `cmd`; commands are run without a shell"
+                ));
             }
             '$' if chars.peek() == Some(&'(') => {
-                return Err("command substitution `$(` in `cmd`; commands are run without a shell".into());
+                return Err(
+                    "command substitution `$(` in `cmd`; commands are run without a shell".into(),
+                );
             }
             _ => {
                 in_word = true;
@@ -414,7 +578,10 @@ pub fn split_command(s: &str) -> Result<Vec<String>, String> {
 
 fn read_inputs(stage: &str, val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagnostic>) {
     let Some(m) = val.as_map() else {
-        diags.push(Diagnostic::new(format!("`inputs` of stage `{stage}` must be a map of input name to a reference"), val.span));
+        diags.push(Diagnostic::new(
+            format!("`inputs` of stage `{stage}` must be a map of input name to a reference"),
+            val.span,
+        ));
         return;
     };
     for (pk, pv) in m {
@@ -429,7 +596,10 @@ fn read_inputs(stage: &str, val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagn
             _ => vec![pv],
         };
         if items.is_empty() {
-            diags.push(Diagnostic::new(format!("input `{port}` of stage `{stage}` is an empty list"), pv.span));
+            diags.push(Diagnostic::new(
+                format!("input `{port}` of stage `{stage}` is an empty list"),
+                pv.span,
+            ));
         }
         for it in items {
             match read_ref(it) {
@@ -437,14 +607,21 @@ fn read_inputs(stage: &str, val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagn
                 Err(d) => diags.push(d),
             }
         }
-        s.inputs.push(InputDecl { port: port.to_string(), port_span: pk.span, refs });
+        s.inputs.push(InputDecl {
+            port: port.to_string(),
+            port_span: pk.span,
+            refs,
+        });
     }
 }
 
 fn read_ref(n: &Node) -> Result<RefDecl, Diagnostic> {
     if let Some(path) = n.get("path") {
         if n.as_map().map(|m| m.len()) != Some(1) {
-            return Err(Diagnostic::new("an external input is `{path: relative/path}` and nothing else", n.span));
+            return Err(Diagnostic::new(
+                "an external input is `{path: relative/path}` and nothing else",
+                n.span,
+            ));
         }
         let Some(p) = path.as_str() else {
             return Err(Diagnostic::new("`path` must be a string", path.span));
@@ -456,7 +633,13 @@ fn read_ref(n: &Node) -> Result<RefDecl, Diagnostic> {
         };
     }
     let Some(text) = n.as_str() else {
-        return Err(Diagnostic::new(format!("expected a reference `stage.output` or `{{path: ...}}`, found {}", n.type_name()), n.span));
+        return Err(Diagnostic::new(
+            format!(
+                "expected a reference `stage.output` or `{{path: ...}}`, found {}",
+                n.type_name()
+            ),
+            n.span,
+        ));
     };
     parse_ref(text).map_err(|m| Diagnostic::new(m, n.span).hint("write `stage.output`, `stage[key=value].output`, `stage[*].output` or `{path: file}`")).map(
         |(stage, selector, output)| RefDecl::Stage { stage, selector, output, span: n.span },
@@ -470,13 +653,18 @@ pub fn parse_ref(text: &str) -> Result<(String, SelectorDecl, String), String> {
     let (stage, selector) = match head.find('[') {
         None => (head.to_string(), SelectorDecl::Bind),
         Some(i) => {
-            let inner = head[i..].strip_prefix('[').and_then(|r| r.strip_suffix(']')).ok_or_else(bad)?;
+            let inner = head[i..]
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .ok_or_else(bad)?;
             let sel = if inner.trim() == "*" {
                 SelectorDecl::All
             } else {
                 let mut pins = Vec::new();
                 for part in inner.split(',') {
-                    let (k, v) = part.split_once('=').ok_or_else(|| format!("selector `[{inner}]` must be `key=value` pairs or `*`"))?;
+                    let (k, v) = part.split_once('=').ok_or_else(|| {
+                        format!("selector `[{inner}]` must be `key=value` pairs or `*`")
+                    })?;
                     pins.push((k.trim().to_string(), v.trim().to_string()));
                 }
                 SelectorDecl::Pinned(pins)
@@ -511,8 +699,13 @@ pub fn normalize_rel_path(p: &str) -> Result<String, &'static str> {
 
 fn read_outputs(val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagnostic>) {
     let Some(m) = val.as_map() else {
-        diags.push(Diagnostic::new("`outputs` must be a map of output name to the path the command writes", val.span)
-            .hint("e.g. `outputs: {report: report.txt}`"));
+        diags.push(
+            Diagnostic::new(
+                "`outputs` must be a map of output name to the path the command writes",
+                val.span,
+            )
+            .hint("e.g. `outputs: {report: report.txt}`"),
+        );
         return;
     };
     for (ok, ov) in m {
@@ -522,7 +715,13 @@ fn read_outputs(val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagnostic>) {
             continue;
         }
         let Some(path) = ov.as_str() else {
-            diags.push(Diagnostic::new(format!("output `{name}` must be a relative path, found {}", ov.type_name()), ov.span));
+            diags.push(Diagnostic::new(
+                format!(
+                    "output `{name}` must be a relative path, found {}",
+                    ov.type_name()
+                ),
+                ov.span,
+            ));
             continue;
         };
         match normalize_rel_path(path) {
@@ -542,7 +741,10 @@ fn read_outputs(val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagnostic>) {
 
 fn read_resources(val: &Node, r: &mut Resources, diags: &mut Vec<Diagnostic>) {
     let Some(m) = val.as_map() else {
-        diags.push(Diagnostic::new("`resources` must be a map (cpus, gpus, memory)", val.span));
+        diags.push(Diagnostic::new(
+            "`resources` must be a map (cpus, gpus, memory)",
+            val.span,
+        ));
         return;
     };
     for (k, v) in m {
@@ -551,11 +753,26 @@ fn read_resources(val: &Node, r: &mut Resources, diags: &mut Vec<Diagnostic>) {
             ("gpus", Value::Int(n)) if (0..=64).contains(n) => r.gpus = *n as u32,
             ("memory", _) => match parse_bytes(v) {
                 Some(b) => r.memory = b,
-                None => diags.push(Diagnostic::new("`memory` must be a size such as `512MiB`, `4GiB` or a number of bytes", v.span)),
+                None => diags.push(Diagnostic::new(
+                    "`memory` must be a size such as `512MiB`, `4GiB` or a number of bytes",
+                    v.span,
+                )),
             },
-            ("cpus", _) => diags.push(Diagnostic::new("`cpus` must be a whole number from 1", v.span)),
-            ("gpus", _) => diags.push(Diagnostic::new("`gpus` must be a whole number from 0", v.span)),
-            (other, _) => diags.push(unknown_key(other, k.span, &["cpus", "gpus", "memory"], "resource", "")),
+            ("cpus", _) => diags.push(Diagnostic::new(
+                "`cpus` must be a whole number from 1",
+                v.span,
+            )),
+            ("gpus", _) => diags.push(Diagnostic::new(
+                "`gpus` must be a whole number from 0",
+                v.span,
+            )),
+            (other, _) => diags.push(unknown_key(
+                other,
+                k.span,
+                &["cpus", "gpus", "memory"],
+                "resource",
+                "",
+            )),
         }
     }
 }
@@ -565,7 +782,9 @@ fn parse_bytes(v: &Node) -> Option<u64> {
         Value::Int(n) if *n >= 0 => Some(*n as u64),
         Value::Str(s) => {
             let s = s.trim();
-            let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+            let split = s
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(s.len());
             let (num, unit) = s.split_at(split);
             let num: f64 = num.parse().ok()?;
             let mult: f64 = match unit.trim() {
@@ -592,21 +811,40 @@ mod tests {
 
     #[test]
     fn command_lines_split_like_a_shell_without_one() {
-        assert_eq!(split_command("python3 a.py --x 'a b' \"c d\" e\\ f").unwrap(), ["python3", "a.py", "--x", "a b", "c d", "e f"]);
+        assert_eq!(
+            split_command("python3 a.py --x 'a b' \"c d\" e\\ f").unwrap(),
+            ["python3", "a.py", "--x", "a b", "c d", "e f"]
+        );
         assert!(split_command("a | b").is_err());
         assert!(split_command("a > out").is_err());
         assert!(split_command("echo $(id)").is_err());
         assert!(split_command("echo 'x").is_err());
-        assert_eq!(split_command("cp ${inputs.a} ${outputs.b}").unwrap(), ["cp", "${inputs.a}", "${outputs.b}"]);
+        assert_eq!(
+            split_command("cp ${inputs.a} ${outputs.b}").unwrap(),
+            ["cp", "${inputs.a}", "${outputs.b}"]
+        );
     }
 
     #[test]
     fn references_parse() {
-        assert_eq!(parse_ref("gen.w").unwrap(), ("gen".into(), SelectorDecl::Bind, "w".into()));
-        assert_eq!(parse_ref("gen[*].w").unwrap(), ("gen".into(), SelectorDecl::All, "w".into()));
+        assert_eq!(
+            parse_ref("gen.w").unwrap(),
+            ("gen".into(), SelectorDecl::Bind, "w".into())
+        );
+        assert_eq!(
+            parse_ref("gen[*].w").unwrap(),
+            ("gen".into(), SelectorDecl::All, "w".into())
+        );
         assert_eq!(
             parse_ref("sim[sigma=1e-9, seed=2].table").unwrap(),
-            ("sim".into(), SelectorDecl::Pinned(vec![("sigma".into(), "1e-9".into()), ("seed".into(), "2".into())]), "table".into())
+            (
+                "sim".into(),
+                SelectorDecl::Pinned(vec![
+                    ("sigma".into(), "1e-9".into()),
+                    ("seed".into(), "2".into())
+                ]),
+                "table".into()
+            )
         );
         assert!(parse_ref("gen").is_err());
         assert!(parse_ref("../x.y").is_err());

@@ -10,9 +10,9 @@
 //! The result holds values, not YAML: keys, scheduling and execution never see the YAML crate.
 //! What this module does not do: hash files, read the cache, or run anything.
 
-pub mod yaml;
 mod decl;
 mod resolve;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,10 +70,15 @@ pub struct Instance {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
-    Builtin { name: String, version: u32 },
+    Builtin {
+        name: String,
+        version: u32,
+    },
     /// argv template after global-param interpolation; `${inputs.x}`, `${outputs.x}` and
     /// `${params.x}` are substituted per run (never through a shell).
-    Cmd { argv: Vec<String> },
+    Cmd {
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +112,11 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { cpus: 1, gpus: 0, memory: 0 }
+        Resources {
+            cpus: 1,
+            gpus: 0,
+            memory: 0,
+        }
     }
 }
 
@@ -121,8 +130,11 @@ impl Pipeline {
         let inst = &self.instances[index];
         let mut p = PathBuf::from("out").join(&inst.stage);
         if !inst.matrix.is_empty() {
-            let coords: Vec<String> =
-                inst.matrix.iter().map(|(k, v)| format!("{k}={}", sanitize(&format_value(v)))).collect();
+            let coords: Vec<String> = inst
+                .matrix
+                .iter()
+                .map(|(k, v)| format!("{k}={}", sanitize(&format_value(v))))
+                .collect();
             p.push(coords.join(","));
         }
         p
@@ -135,7 +147,15 @@ impl Pipeline {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Problems found while loading a pipeline, ready to render against `source`.
@@ -148,15 +168,27 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn render(&self) -> String {
-        let mut out: String = self.diagnostics.iter().map(|d| d.render(&self.file, &self.source) + "\n").collect();
+        let mut out: String = self
+            .diagnostics
+            .iter()
+            .map(|d| d.render(&self.file, &self.source) + "\n")
+            .collect();
         let n = self.diagnostics.len();
-        out.push_str(&format!("{} in `{}`; nothing was run\n", plural(n, "problem"), self.file));
+        out.push_str(&format!(
+            "{} in `{}`; nothing was run\n",
+            plural(n, "problem"),
+            self.file
+        ));
         out
     }
 }
 
 pub(crate) fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// Reads and validates a pipeline file.
@@ -165,21 +197,38 @@ pub fn load(file: &Path, registry: &Registry) -> Result<Pipeline, Invalid> {
     let source = std::fs::read_to_string(file).map_err(|e| Invalid {
         file: shown.clone(),
         source: String::new(),
-        diagnostics: vec![Diagnostic::global(format!("cannot read pipeline file `{shown}`: {e}"))
-            .hint("run from the directory holding pipeline.yaml, or pass --pipeline PATH")],
+        diagnostics: vec![
+            Diagnostic::global(format!("cannot read pipeline file `{shown}`: {e}"))
+                .hint("run from the directory holding pipeline.yaml, or pass --pipeline PATH"),
+        ],
     })?;
     let root = file
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."));
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     from_source(file, &root, source, registry)
 }
 
 /// Validates pipeline text; `file` is only used in messages, `root` anchors relative paths.
-pub fn from_source(file: &Path, root: &Path, source: String, registry: &Registry) -> Result<Pipeline, Invalid> {
+pub fn from_source(
+    file: &Path,
+    root: &Path,
+    source: String,
+    registry: &Registry,
+) -> Result<Pipeline, Invalid> {
     let shown = file.display().to_string();
-    let invalid = |source: String, diagnostics| Invalid { file: shown.clone(), source, diagnostics };
+    let invalid = |source: String, diagnostics| Invalid {
+        file: shown.clone(),
+        source,
+        diagnostics,
+    };
     let tree = match yaml::parse(&source) {
         Ok(t) => t,
         Err(e) => return Err(invalid(source, vec![Diagnostic::new(e.message, e.span)])),
@@ -191,7 +240,13 @@ pub fn from_source(file: &Path, root: &Path, source: String, registry: &Registry
         diags.sort_by_key(|d| d.span.map(|s| (s.line, s.col)).unwrap_or((usize::MAX, 0)));
         return Err(invalid(source, diags));
     }
-    Ok(Pipeline { file: file.to_path_buf(), root: root.to_path_buf(), source, params: decls.params_values(), instances: resolved })
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        root: root.to_path_buf(),
+        source,
+        params: decls.params_values(),
+        instances: resolved,
+    })
 }
 
 #[cfg(test)]

@@ -31,7 +31,11 @@ pub struct Selector {
 impl Selector {
     pub fn matches(&self, inst: &Instance) -> bool {
         inst.stage == self.stage
-            && self.pins.iter().all(|(k, v)| inst.matrix.iter().any(|(ik, iv)| ik == k && same_value(iv, v)))
+            && self.pins.iter().all(|(k, v)| {
+                inst.matrix
+                    .iter()
+                    .any(|(ik, iv)| ik == k && same_value(iv, v))
+            })
     }
 }
 
@@ -46,19 +50,25 @@ pub fn parse_selector(text: &str) -> Result<Selector, String> {
                 .ok_or_else(|| format!("`{text}`: expected `stage[key=value,...]`"))?;
             let mut pins = Vec::new();
             for part in inner.split(',').filter(|p| !p.trim().is_empty()) {
-                let (k, v) = part.split_once('=').ok_or_else(|| format!("`{text}`: `{part}` is not `key=value`"))?;
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{text}`: `{part}` is not `key=value`"))?;
                 pins.push((k.trim().to_string(), scalar_json(v.trim())));
             }
             (&text[..i], pins)
         }
     };
-    Ok(Selector { stage: stage.to_string(), pins })
+    Ok(Selector {
+        stage: stage.to_string(),
+        pins,
+    })
 }
 
 /// Reads a value the way YAML would (`1e-9` is a float, `abc` a string).
 fn scalar_json(text: &str) -> Json {
     match yaml::parse(text) {
-        Ok(node) => to_json(&node, &mut |s, _| Ok(Json::String(s.to_string()))).unwrap_or(Json::String(text.to_string())),
+        Ok(node) => to_json(&node, &mut |s, _| Ok(Json::String(s.to_string())))
+            .unwrap_or(Json::String(text.to_string())),
         Err(_) => Json::String(text.to_string()),
     }
 }
@@ -81,8 +91,17 @@ pub fn format_value(v: &Json) -> String {
 }
 
 pub fn resolve(decls: &Decls, registry: &Registry, diags: &mut Vec<Diagnostic>) -> Vec<Instance> {
-    let globals: HashMap<&str, &Json> = decls.params.iter().map(|(k, _, v)| (k.as_str(), v)).collect();
-    let by_name: HashMap<&str, usize> = decls.stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let globals: HashMap<&str, &Json> = decls
+        .params
+        .iter()
+        .map(|(k, _, v)| (k.as_str(), v))
+        .collect();
+    let by_name: HashMap<&str, usize> = decls
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
 
     // Stage-level graph from references; unknown stages are reported here.
     let mut graph: DiGraph<usize, Span> = DiGraph::new();
@@ -96,8 +115,16 @@ pub fn resolve(decls: &Decls, registry: &Registry, diags: &mut Vec<Diagnostic>) 
                             graph.update_edge(nodes[ui], nodes[ci], *span);
                         }
                         None => {
-                            let mut d = Diagnostic::new(format!("unknown stage `{stage}` in input `{}` of stage `{}`", input.port, s.name), *span);
-                            if let Some(c) = did_you_mean(stage, decls.stages.iter().map(|s| s.name.as_str())) {
+                            let mut d = Diagnostic::new(
+                                format!(
+                                    "unknown stage `{stage}` in input `{}` of stage `{}`",
+                                    input.port, s.name
+                                ),
+                                *span,
+                            );
+                            if let Some(c) =
+                                did_you_mean(stage, decls.stages.iter().map(|s| s.name.as_str()))
+                            {
                                 d = d.hint(format!("did you mean `{c}`?"));
                             }
                             diags.push(d);
@@ -129,7 +156,15 @@ pub fn resolve(decls: &Decls, registry: &Registry, diags: &mut Vec<Diagnostic>) 
         let mut mine = Vec::new();
         for coords in points {
             let mut local = Vec::new();
-            if let Some(inst) = build_instance(s, builtin, coords, &globals, &instances, &stage_instances, &mut local) {
+            if let Some(inst) = build_instance(
+                s,
+                builtin,
+                coords,
+                &globals,
+                &instances,
+                &stage_instances,
+                &mut local,
+            ) {
                 mine.push(instances.len());
                 instances.push(inst);
             }
@@ -145,7 +180,11 @@ pub fn resolve(decls: &Decls, registry: &Registry, diags: &mut Vec<Diagnostic>) 
 }
 
 /// Topological order of stages, or `None` after reporting every cycle.
-fn stage_order(graph: &DiGraph<usize, Span>, decls: &Decls, diags: &mut Vec<Diagnostic>) -> Option<Vec<usize>> {
+fn stage_order(
+    graph: &DiGraph<usize, Span>,
+    decls: &Decls,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<usize>> {
     let mut cyclic = false;
     for scc in petgraph::algo::tarjan_scc(graph) {
         let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
@@ -155,7 +194,10 @@ fn stage_order(graph: &DiGraph<usize, Span>, decls: &Decls, diags: &mut Vec<Diag
         cyclic = true;
         let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
         // Walk from the first-declared member along edges inside the component until we return.
-        let start = *members.iter().min_by_key(|n| graph[**n]).expect("non-empty component");
+        let start = *members
+            .iter()
+            .min_by_key(|n| graph[**n])
+            .expect("non-empty component");
         let mut path = vec![start];
         let mut cur = start;
         let mut visited = BTreeSet::new();
@@ -172,11 +214,19 @@ fn stage_order(graph: &DiGraph<usize, Span>, decls: &Decls, diags: &mut Vec<Diag
             }
             cur = next;
         }
-        let names: Vec<&str> = path.iter().map(|n| decls.stages[graph[*n]].name.as_str()).collect();
-        let edge = graph.find_edge(path[0], path[1]).expect("path follows edges");
+        let names: Vec<&str> = path
+            .iter()
+            .map(|n| decls.stages[graph[*n]].name.as_str())
+            .collect();
+        let edge = graph
+            .find_edge(path[0], path[1])
+            .expect("path follows edges");
         diags.push(
-            Diagnostic::new(format!("dependency cycle: {}", names.join(" → ")), graph[edge])
-                .hint("a stage cannot depend on its own outputs, directly or through other stages"),
+            Diagnostic::new(
+                format!("dependency cycle: {}", names.join(" → ")),
+                graph[edge],
+            )
+            .hint("a stage cannot depend on its own outputs, directly or through other stages"),
         );
     }
     if cyclic {
@@ -184,9 +234,19 @@ fn stage_order(graph: &DiGraph<usize, Span>, decls: &Decls, diags: &mut Vec<Diag
     }
     // Kahn's algorithm; among ready stages the first declared goes first, so independent stages
     // keep the order the user wrote them in.
-    let mut indegree: Vec<usize> = graph.node_indices().map(|n| graph.neighbors_directed(n, petgraph::Direction::Incoming).count()).collect();
-    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
-        graph.node_indices().filter(|n| indegree[n.index()] == 0).map(|n| std::cmp::Reverse(graph[n])).collect();
+    let mut indegree: Vec<usize> = graph
+        .node_indices()
+        .map(|n| {
+            graph
+                .neighbors_directed(n, petgraph::Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = graph
+        .node_indices()
+        .filter(|n| indegree[n.index()] == 0)
+        .map(|n| std::cmp::Reverse(graph[n]))
+        .collect();
     let node_of: HashMap<usize, NodeIndex> = graph.node_indices().map(|n| (graph[n], n)).collect();
     let mut order = Vec::with_capacity(graph.node_count());
     while let Some(std::cmp::Reverse(stage)) = ready.pop() {
@@ -210,7 +270,11 @@ fn interpolate(s: &str, span: Span, globals: &HashMap<&str, &Json>) -> Result<Js
     Ok(Json::String(interpolate_text(s, span, globals, false)?))
 }
 
-fn lookup_global<'a>(name: &str, span: Span, globals: &HashMap<&str, &'a Json>) -> Result<&'a Json, Diagnostic> {
+fn lookup_global<'a>(
+    name: &str,
+    span: Span,
+    globals: &HashMap<&str, &'a Json>,
+) -> Result<&'a Json, Diagnostic> {
     globals.get(name).copied().ok_or_else(|| {
         let d = Diagnostic::new(format!("unknown global param `{name}`"), span);
         match did_you_mean(name, globals.keys().copied()) {
@@ -222,7 +286,12 @@ fn lookup_global<'a>(name: &str, span: Span, globals: &HashMap<&str, &'a Json>) 
 
 /// Substitutes `${global}` inside a string; with `keep_stage_refs`, `${inputs.x}`, `${outputs.x}`
 /// and `${params.x}` are left for run time.
-fn interpolate_text(s: &str, span: Span, globals: &HashMap<&str, &Json>, keep_stage_refs: bool) -> Result<String, Diagnostic> {
+fn interpolate_text(
+    s: &str,
+    span: Span,
+    globals: &HashMap<&str, &Json>,
+    keep_stage_refs: bool,
+) -> Result<String, Diagnostic> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -232,9 +301,15 @@ fn interpolate_text(s: &str, span: Span, globals: &HashMap<&str, &Json>, keep_st
             out.push('$');
             rest = r;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| Diagnostic::new(format!("unterminated `${{` in `{s}`"), span))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| Diagnostic::new(format!("unterminated `${{` in `{s}`"), span))?;
             let name = &body[..end];
-            if keep_stage_refs && ["inputs.", "outputs.", "params."].iter().any(|p| name.starts_with(p)) {
+            if keep_stage_refs
+                && ["inputs.", "outputs.", "params."]
+                    .iter()
+                    .any(|p| name.starts_with(p))
+            {
                 out.push_str("${");
                 out.push_str(name);
                 out.push('}');
@@ -253,7 +328,11 @@ fn interpolate_text(s: &str, span: Span, globals: &HashMap<&str, &Json>, keep_st
 
 type Coords = Vec<(String, Json, Span)>;
 
-fn expand_sweep(s: &StageDecl, globals: &HashMap<&str, &Json>, diags: &mut Vec<Diagnostic>) -> Vec<Coords> {
+fn expand_sweep(
+    s: &StageDecl,
+    globals: &HashMap<&str, &Json>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Coords> {
     let mut interp = |st: &str, sp: Span| interpolate(st, sp, globals);
     match &s.sweep {
         None => vec![Vec::new()],
@@ -263,7 +342,13 @@ fn expand_sweep(s: &StageDecl, globals: &HashMap<&str, &Json>, diags: &mut Vec<D
                 let values = match to_json(node, &mut interp) {
                     Ok(Json::Array(a)) if !a.is_empty() => a,
                     Ok(_) => {
-                        diags.push(Diagnostic::new(format!("matrix key `{k}` of stage `{}` must be a non-empty list of values", s.name), node.span));
+                        diags.push(Diagnostic::new(
+                            format!(
+                                "matrix key `{k}` of stage `{}` must be a non-empty list of values",
+                                s.name
+                            ),
+                            node.span,
+                        ));
                         return Vec::new();
                     }
                     Err(d) => {
@@ -274,18 +359,27 @@ fn expand_sweep(s: &StageDecl, globals: &HashMap<&str, &Json>, diags: &mut Vec<D
                 let mut uniq: Vec<&Json> = Vec::new();
                 for v in &values {
                     if uniq.iter().any(|u| same_value(u, v)) {
-                        diags.push(Diagnostic::new(format!("matrix key `{k}` of stage `{}` lists `{}` twice", s.name, format_value(v)), node.span));
+                        diags.push(Diagnostic::new(
+                            format!(
+                                "matrix key `{k}` of stage `{}` lists `{}` twice",
+                                s.name,
+                                format_value(v)
+                            ),
+                            node.span,
+                        ));
                         return Vec::new();
                     }
                     uniq.push(v);
                 }
                 points = points
                     .into_iter()
-                    .flat_map(|p| values.iter().map(move |v| {
-                        let mut q = p.clone();
-                        q.push((k.clone(), v.clone(), *kspan));
-                        q
-                    }))
+                    .flat_map(|p| {
+                        values.iter().map(move |v| {
+                            let mut q = p.clone();
+                            q.push((k.clone(), v.clone(), *kspan));
+                            q
+                        })
+                    })
                     .collect();
             }
             for p in &mut points {
@@ -298,13 +392,18 @@ fn expand_sweep(s: &StageDecl, globals: &HashMap<&str, &Json>, diags: &mut Vec<D
             let mut first_keys: Option<Vec<String>> = None;
             for item in items {
                 let Some(m) = item.as_map() else {
-                    diags.push(Diagnostic::new("each `foreach` item must be a map of param name to value", item.span));
+                    diags.push(Diagnostic::new(
+                        "each `foreach` item must be a map of param name to value",
+                        item.span,
+                    ));
                     return Vec::new();
                 };
                 let mut coords = Coords::new();
                 for (k, v) in m {
                     match to_json(v, &mut interp) {
-                        Ok(j) => coords.push((k.as_str().unwrap_or_default().to_string(), j, k.span)),
+                        Ok(j) => {
+                            coords.push((k.as_str().unwrap_or_default().to_string(), j, k.span))
+                        }
                         Err(d) => {
                             diags.push(d);
                             return Vec::new();
@@ -316,13 +415,26 @@ fn expand_sweep(s: &StageDecl, globals: &HashMap<&str, &Json>, diags: &mut Vec<D
                 match &first_keys {
                     None => first_keys = Some(keys),
                     Some(fk) if *fk != keys => {
-                        diags.push(Diagnostic::new(format!("`foreach` items of stage `{}` must all have the same keys ({})", s.name, fk.join(", ")), item.span));
+                        diags.push(Diagnostic::new(
+                            format!(
+                                "`foreach` items of stage `{}` must all have the same keys ({})",
+                                s.name,
+                                fk.join(", ")
+                            ),
+                            item.span,
+                        ));
                         return Vec::new();
                     }
                     _ => {}
                 }
-                if points.iter().any(|p: &Coords| p.iter().zip(&coords).all(|(a, b)| same_value(&a.1, &b.1))) {
-                    diags.push(Diagnostic::new(format!("`foreach` of stage `{}` lists the same point twice", s.name), item.span));
+                if points
+                    .iter()
+                    .any(|p: &Coords| p.iter().zip(&coords).all(|(a, b)| same_value(&a.1, &b.1)))
+                {
+                    diags.push(Diagnostic::new(
+                        format!("`foreach` of stage `{}` lists the same point twice", s.name),
+                        item.span,
+                    ));
                     return Vec::new();
                 }
                 points.push(coords);
@@ -345,7 +457,10 @@ fn build_instance(
     let name = if coords.is_empty() {
         s.name.clone()
     } else {
-        let parts: Vec<String> = coords.iter().map(|(k, v, _)| format!("{k}={}", format_value(v))).collect();
+        let parts: Vec<String> = coords
+            .iter()
+            .map(|(k, v, _)| format!("{k}={}", format_value(v)))
+            .collect();
         format!("{}[{}]", s.name, parts.join(","))
     };
     let errors_before = diags.len();
@@ -364,28 +479,64 @@ fn build_instance(
     }
     for (k, v, kspan) in &coords {
         if param_spans.contains_key(k) {
-            diags.push(Diagnostic::new(format!("`{k}` of stage `{}` is both a param and a sweep key", s.name), *kspan).hint("remove it from `params:`; the sweep sets it"));
+            diags.push(
+                Diagnostic::new(
+                    format!(
+                        "`{k}` of stage `{}` is both a param and a sweep key",
+                        s.name
+                    ),
+                    *kspan,
+                )
+                .hint("remove it from `params:`; the sweep sets it"),
+            );
         }
         params.insert(k.clone(), v.clone());
         param_spans.insert(k.clone(), *kspan);
     }
     if let Some(b) = builtin {
-        let key_spans: HashMap<&str, Span> = s.params.iter().map(|(k, sp, _)| (k.as_str(), *sp)).collect();
+        let key_spans: HashMap<&str, Span> = s
+            .params
+            .iter()
+            .map(|(k, sp, _)| (k.as_str(), *sp))
+            .collect();
         for (k, v) in params.clone() {
             match b.params.iter().find(|p| p.name == k) {
                 None => {
-                    let span = key_spans.get(k.as_str()).copied().unwrap_or(param_spans[&k]);
-                    let d = Diagnostic::new(format!("unknown param `{k}` for built-in stage `{}` (stage `{}`)", b.name, s.name), span);
+                    let span = key_spans
+                        .get(k.as_str())
+                        .copied()
+                        .unwrap_or(param_spans[&k]);
+                    let d = Diagnostic::new(
+                        format!(
+                            "unknown param `{k}` for built-in stage `{}` (stage `{}`)",
+                            b.name, s.name
+                        ),
+                        span,
+                    );
                     diags.push(match did_you_mean(&k, b.params.iter().map(|p| p.name)) {
                         Some(c) => d.hint(format!("did you mean `{c}`?")),
-                        None => d.hint(format!("`{}` takes: {}", b.name, b.params.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))),
+                        None => d.hint(format!(
+                            "`{}` takes: {}",
+                            b.name,
+                            b.params
+                                .iter()
+                                .map(|p| p.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
                     });
                 }
                 Some(p) => match p.ty.check(&v) {
                     Ok(norm) => {
                         params.insert(k, norm);
                     }
-                    Err(m) => diags.push(Diagnostic::new(format!("param `{k}` of stage `{}`: {m}", s.name), param_spans[&k]).hint(p.doc.to_string())),
+                    Err(m) => diags.push(
+                        Diagnostic::new(
+                            format!("param `{k}` of stage `{}`: {m}", s.name),
+                            param_spans[&k],
+                        )
+                        .hint(p.doc.to_string()),
+                    ),
                 },
             }
         }
@@ -395,8 +546,21 @@ fn build_instance(
                     Some(d) => {
                         params.insert(p.name.to_string(), d.clone());
                     }
-                    None => diags.push(Diagnostic::new(format!("stage `{}` is missing required param `{}` of `{}`", s.name, p.name, b.name), s.name_span)
-                        .hint(format!("{}: {} ({})", p.name, p.doc, p.ty.describe()))),
+                    None => diags.push(
+                        Diagnostic::new(
+                            format!(
+                                "stage `{}` is missing required param `{}` of `{}`",
+                                s.name, p.name, b.name
+                            ),
+                            s.name_span,
+                        )
+                        .hint(format!(
+                            "{}: {} ({})",
+                            p.name,
+                            p.doc,
+                            p.ty.describe()
+                        )),
+                    ),
                 }
             }
         }
@@ -404,39 +568,90 @@ fn build_instance(
 
     // Outputs.
     let outputs: Vec<Output> = match builtin {
-        Some(b) => b.outputs.iter().map(|o| Output { name: o.name.to_string(), path: o.name.to_string() }).collect(),
-        None => s.outputs.iter().map(|o| Output { name: o.name.clone(), path: o.path.clone() }).collect(),
+        Some(b) => b
+            .outputs
+            .iter()
+            .map(|o| Output {
+                name: o.name.to_string(),
+                path: o.name.to_string(),
+            })
+            .collect(),
+        None => s
+            .outputs
+            .iter()
+            .map(|o| Output {
+                name: o.name.clone(),
+                path: o.path.clone(),
+            })
+            .collect(),
     };
 
     // Inputs.
-    let my_coords: Vec<(String, Json)> = coords.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    let my_coords: Vec<(String, Json)> = coords
+        .iter()
+        .map(|(k, v, _)| (k.clone(), v.clone()))
+        .collect();
     let mut inputs = Vec::new();
     for decl in &s.inputs {
         let port = builtin.map(|b| b.inputs.iter().find(|p| p.name == decl.port));
         if let (Some(b), Some(None)) = (builtin, port) {
-            let d = Diagnostic::new(format!("unknown input `{}` for built-in stage `{}` (stage `{}`)", decl.port, b.name, s.name), decl.port_span);
-            diags.push(match did_you_mean(&decl.port, b.inputs.iter().map(|p| p.name)) {
-                Some(c) => d.hint(format!("did you mean `{c}`?")),
-                None if b.inputs.is_empty() => d.hint(format!("`{}` takes no inputs", b.name)),
-                None => d.hint(format!("`{}` takes: {}", b.name, b.inputs.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))),
-            });
+            let d = Diagnostic::new(
+                format!(
+                    "unknown input `{}` for built-in stage `{}` (stage `{}`)",
+                    decl.port, b.name, s.name
+                ),
+                decl.port_span,
+            );
+            diags.push(
+                match did_you_mean(&decl.port, b.inputs.iter().map(|p| p.name)) {
+                    Some(c) => d.hint(format!("did you mean `{c}`?")),
+                    None if b.inputs.is_empty() => d.hint(format!("`{}` takes no inputs", b.name)),
+                    None => d.hint(format!(
+                        "`{}` takes: {}",
+                        b.name,
+                        b.inputs
+                            .iter()
+                            .map(|p| p.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                },
+            );
             continue;
         }
         let many = port.flatten().is_none_or(|p| p.many);
         let mut sources = Vec::new();
         for r in &decl.refs {
             match r {
-                RefDecl::Path { path, .. } => sources.push(InputSource::External { path: path.clone() }),
-                RefDecl::Stage { stage, selector, output, span } => {
-                    let Some(ups) = stage_instances.get(stage.as_str()) else { continue };
+                RefDecl::Path { path, .. } => {
+                    sources.push(InputSource::External { path: path.clone() })
+                }
+                RefDecl::Stage {
+                    stage,
+                    selector,
+                    output,
+                    span,
+                } => {
+                    let Some(ups) = stage_instances.get(stage.as_str()) else {
+                        continue;
+                    };
                     let Some(&first) = ups.first() else { continue };
                     let up = &instances[first];
                     if !up.outputs.iter().any(|o| &o.name == output) {
                         let d = Diagnostic::new(format!("stage `{stage}` has no output `{output}` (input `{}` of stage `{}`)", decl.port, s.name), *span);
-                        diags.push(match did_you_mean(output, up.outputs.iter().map(|o| o.name.as_str())) {
-                            Some(c) => d.hint(format!("did you mean `{stage}.{c}`?")),
-                            None => d.hint(format!("outputs of `{stage}`: {}", up.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "))),
-                        });
+                        diags.push(
+                            match did_you_mean(output, up.outputs.iter().map(|o| o.name.as_str())) {
+                                Some(c) => d.hint(format!("did you mean `{stage}.{c}`?")),
+                                None => d.hint(format!(
+                                    "outputs of `{stage}`: {}",
+                                    up.outputs
+                                        .iter()
+                                        .map(|o| o.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )),
+                            },
+                        );
                         continue;
                     }
                     let chosen: Vec<usize> = match selector {
@@ -444,13 +659,23 @@ fn build_instance(
                         SelectorDecl::Bind => ups
                             .iter()
                             .copied()
-                            .filter(|&u| instances[u].matrix.iter().all(|(k, v)| my_coords.iter().find(|(mk, _)| mk == k).is_none_or(|(_, mv)| same_value(mv, v))))
+                            .filter(|&u| {
+                                instances[u].matrix.iter().all(|(k, v)| {
+                                    my_coords
+                                        .iter()
+                                        .find(|(mk, _)| mk == k)
+                                        .is_none_or(|(_, mv)| same_value(mv, v))
+                                })
+                            })
                             .collect(),
                         SelectorDecl::Pinned(pins) => {
                             let mut ok = true;
                             for (k, _) in pins {
                                 if !up.matrix.iter().any(|(uk, _)| uk == k) {
-                                    diags.push(Diagnostic::new(format!("stage `{stage}` has no sweep key `{k}`"), *span));
+                                    diags.push(Diagnostic::new(
+                                        format!("stage `{stage}` has no sweep key `{k}`"),
+                                        *span,
+                                    ));
                                     ok = false;
                                 }
                             }
@@ -459,35 +684,78 @@ fn build_instance(
                             }
                             ups.iter()
                                 .copied()
-                                .filter(|&u| pins.iter().all(|(k, raw)| {
-                                    let want = match interpolate(raw, *span, globals) {
-                                        Ok(Json::String(t)) => scalar_json(&t),
-                                        Ok(j) => j,
-                                        Err(_) => scalar_json(raw),
-                                    };
-                                    instances[u].matrix.iter().any(|(uk, uv)| uk == k && same_value(uv, &want))
-                                }))
+                                .filter(|&u| {
+                                    pins.iter().all(|(k, raw)| {
+                                        let want = match interpolate(raw, *span, globals) {
+                                            Ok(Json::String(t)) => scalar_json(&t),
+                                            Ok(j) => j,
+                                            Err(_) => scalar_json(raw),
+                                        };
+                                        instances[u]
+                                            .matrix
+                                            .iter()
+                                            .any(|(uk, uv)| uk == k && same_value(uv, &want))
+                                    })
+                                })
                                 .collect()
                         }
                     };
                     if chosen.is_empty() {
-                        diags.push(Diagnostic::new(format!("input `{}` of `{name}` matches no instance of stage `{stage}`", decl.port), *span)
-                            .hint(format!("instances of `{stage}`: {}", ups.iter().map(|&u| instances[u].name.as_str()).collect::<Vec<_>>().join(", "))));
+                        diags.push(
+                            Diagnostic::new(
+                                format!(
+                                    "input `{}` of `{name}` matches no instance of stage `{stage}`",
+                                    decl.port
+                                ),
+                                *span,
+                            )
+                            .hint(format!(
+                                "instances of `{stage}`: {}",
+                                ups.iter()
+                                    .map(|&u| instances[u].name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                        );
                     }
-                    sources.extend(chosen.into_iter().map(|u| InputSource::Upstream { instance: u, output: output.clone() }));
+                    sources.extend(chosen.into_iter().map(|u| InputSource::Upstream {
+                        instance: u,
+                        output: output.clone(),
+                    }));
                 }
             }
         }
         if !many && sources.len() > 1 {
-            diags.push(Diagnostic::new(format!("input `{}` of `{name}` receives {} artifacts, but the port takes one", decl.port, sources.len()), decl.port_span)
-                .hint("select one instance, e.g. `stage[key=value].output`"));
+            diags.push(
+                Diagnostic::new(
+                    format!(
+                        "input `{}` of `{name}` receives {} artifacts, but the port takes one",
+                        decl.port,
+                        sources.len()
+                    ),
+                    decl.port_span,
+                )
+                .hint("select one instance, e.g. `stage[key=value].output`"),
+            );
         }
-        inputs.push(Input { port: decl.port.clone(), sources });
+        inputs.push(Input {
+            port: decl.port.clone(),
+            sources,
+        });
     }
     if let Some(b) = builtin {
         for p in &b.inputs {
             if !p.optional && !s.inputs.iter().any(|d| d.port == p.name) {
-                diags.push(Diagnostic::new(format!("stage `{}` is missing input `{}` of `{}`", s.name, p.name, b.name), s.name_span).hint(format!("{}: {}", p.name, p.doc)));
+                diags.push(
+                    Diagnostic::new(
+                        format!(
+                            "stage `{}` is missing input `{}` of `{}`",
+                            s.name, p.name, b.name
+                        ),
+                        s.name_span,
+                    )
+                    .hint(format!("{}: {}", p.name, p.doc)),
+                );
             }
         }
     }
@@ -495,7 +763,10 @@ fn build_instance(
 
     // Body.
     let body = match (&s.body, builtin) {
-        (DeclBody::Builtin { uses, .. }, Some(b)) => Body::Builtin { name: uses.clone(), version: b.version },
+        (DeclBody::Builtin { uses, .. }, Some(b)) => Body::Builtin {
+            name: uses.clone(),
+            version: b.version,
+        },
         (DeclBody::Cmd { argv }, _) => {
             let mut out = Vec::new();
             for (word, span) in argv {
@@ -515,7 +786,16 @@ fn build_instance(
         (Some(b), Some((d, _))) if b.device_dependent => Some(d.clone()),
         (Some(b), None) if b.device_dependent => Some("auto".to_string()),
         (_, Some((_, span))) => {
-            diags.push(Diagnostic::new(format!("stage `{}` does not run on a device; `device` has no effect", s.name), *span).hint("remove `device:`"));
+            diags.push(
+                Diagnostic::new(
+                    format!(
+                        "stage `{}` does not run on a device; `device` has no effect",
+                        s.name
+                    ),
+                    *span,
+                )
+                .hint("remove `device:`"),
+            );
             None
         }
         _ => None,
@@ -533,7 +813,10 @@ fn build_instance(
         stage: s.name.clone(),
         matrix: my_coords,
         body,
-        kind: s.kind.or(builtin.map(|b| b.kind)).unwrap_or(StageKind::Generator),
+        kind: s
+            .kind
+            .or(builtin.map(|b| b.kind))
+            .unwrap_or(StageKind::Generator),
         params,
         inputs,
         outputs,
@@ -572,7 +855,13 @@ fn check_placeholders(
             _ => true,
         };
         if !ok {
-            diags.push(Diagnostic::new(format!("`${{{kind}.{name}}}` in the command of `{inst}` names no declared {}", &kind[..kind.len() - 1]), span));
+            diags.push(Diagnostic::new(
+                format!(
+                    "`${{{kind}.{name}}}` in the command of `{inst}` names no declared {}",
+                    &kind[..kind.len() - 1]
+                ),
+                span,
+            ));
         }
     }
 }

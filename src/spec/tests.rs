@@ -7,11 +7,24 @@ use serde_json::json;
 use super::*;
 
 fn load(yaml: &str) -> Pipeline {
-    from_source(Path::new("pipeline.yaml"), Path::new("/p"), yaml.to_string(), &Registry::default()).unwrap_or_else(|e| panic!("{}", e.render()))
+    from_source(
+        Path::new("pipeline.yaml"),
+        Path::new("/p"),
+        yaml.to_string(),
+        &Registry::default(),
+    )
+    .unwrap_or_else(|e| panic!("{}", e.render()))
 }
 
 fn errors(yaml: &str) -> String {
-    from_source(Path::new("pipeline.yaml"), Path::new("/p"), yaml.to_string(), &Registry::default()).unwrap_err().render()
+    from_source(
+        Path::new("pipeline.yaml"),
+        Path::new("/p"),
+        yaml.to_string(),
+        &Registry::default(),
+    )
+    .unwrap_err()
+    .render()
 }
 
 fn names(p: &Pipeline) -> Vec<&str> {
@@ -20,10 +33,17 @@ fn names(p: &Pipeline) -> Vec<&str> {
 
 fn ups(p: &Pipeline, name: &str, port: &str) -> Vec<String> {
     let i = &p.instances[p.instance(name).unwrap()];
-    i.inputs.iter().find(|x| x.port == port).unwrap().sources.iter().map(|s| match s {
-        InputSource::Upstream { instance, .. } => p.instances[*instance].name.clone(),
-        InputSource::External { path } => path.clone(),
-    }).collect()
+    i.inputs
+        .iter()
+        .find(|x| x.port == port)
+        .unwrap()
+        .sources
+        .iter()
+        .map(|s| match s {
+            InputSource::Upstream { instance, .. } => p.instances[*instance].name.clone(),
+            InputSource::External { path } => path.clone(),
+        })
+        .collect()
 }
 
 const SWEEP: &str = r#"
@@ -54,7 +74,12 @@ fn matrix_expands_to_named_instances_in_order() {
     let p = load(SWEEP);
     assert_eq!(
         &names(&p)[..4],
-        ["sim[seed=1,sigma=1e-9]", "sim[seed=2,sigma=1e-9]", "sim[seed=1,sigma=1e-8]", "sim[seed=2,sigma=1e-8]"]
+        [
+            "sim[seed=1,sigma=1e-9]",
+            "sim[seed=2,sigma=1e-9]",
+            "sim[seed=1,sigma=1e-8]",
+            "sim[seed=2,sigma=1e-8]"
+        ]
     );
     let i = &p.instances[0];
     assert_eq!(i.params["sigma"], json!(1e-9));
@@ -65,7 +90,10 @@ fn matrix_expands_to_named_instances_in_order() {
 #[test]
 fn references_pair_shared_sweep_keys_and_gather_the_rest() {
     let p = load(SWEEP);
-    assert_eq!(ups(&p, "per_sigma[sigma=1e-9]", "t"), ["sim[seed=1,sigma=1e-9]", "sim[seed=2,sigma=1e-9]"]);
+    assert_eq!(
+        ups(&p, "per_sigma[sigma=1e-9]", "t"),
+        ["sim[seed=1,sigma=1e-9]", "sim[seed=2,sigma=1e-9]"]
+    );
     assert_eq!(ups(&p, "all", "t").len(), 4);
     assert_eq!(ups(&p, "one", "t"), ["sim[seed=2,sigma=1e-8]"]);
 }
@@ -78,7 +106,12 @@ fn whole_value_interpolation_keeps_types_and_embedded_formats() {
     assert_eq!(i.params["steps"], json!(10));
     assert_eq!(i.params["tag"], json!("run-10"));
     assert_eq!(i.params["cost"], json!("$5"));
-    assert_eq!(i.body, Body::Cmd { argv: vec!["train".into(), "--lr=0.0003".into()] });
+    assert_eq!(
+        i.body,
+        Body::Cmd {
+            argv: vec!["train".into(), "--lr=0.0003".into()]
+        }
+    );
 }
 
 #[test]
@@ -117,7 +150,11 @@ fn builtin_params_get_defaults_and_types() {
     )
     .unwrap_or_else(|e| panic!("{}", e.render()));
     let i = &p.instances[0];
-    assert_eq!(i.params["std"], json!(1.0), "integers widen to floats for float params");
+    assert_eq!(
+        i.params["std"],
+        json!(1.0),
+        "integers widen to floats for float params"
+    );
     assert_eq!(i.params["dtype"], json!("bf16"), "defaults are filled in");
     assert!(i.device_dependent && i.uses_torch);
     assert_eq!(i.device.as_deref(), Some("auto"));

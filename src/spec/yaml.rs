@@ -73,7 +73,10 @@ impl Node {
 
     /// Looks a key up in a map node.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 }
 
@@ -87,7 +90,12 @@ pub struct SyntaxError {
 /// Parses a YAML document into a [`Node`]; an empty document is `Null`.
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
     let offsets = CharOffsets::new(source);
-    let mut builder = Builder { offsets: &offsets, stack: Vec::new(), anchors: HashMap::new(), root: None };
+    let mut builder = Builder {
+        offsets: &offsets,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+    };
     let mut parser = Parser::new_from_str(source);
     while let Some(item) = parser.next_event() {
         let (event, span) = item.map_err(|e| {
@@ -99,7 +107,14 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
         })?;
         builder.event(event, span)?;
     }
-    Ok(builder.root.unwrap_or(Node { value: Value::Null, span: Span { line: 1, col: 1, ..Span::default() } }))
+    Ok(builder.root.unwrap_or(Node {
+        value: Value::Null,
+        span: Span {
+            line: 1,
+            col: 1,
+            ..Span::default()
+        },
+    }))
 }
 
 /// saphyr reports character indices; diagnostics need byte offsets to slice the source.
@@ -118,7 +133,10 @@ impl CharOffsets {
             v.push(source.len());
             Some(v)
         };
-        CharOffsets { bytes, len: source.len() }
+        CharOffsets {
+            bytes,
+            len: source.len(),
+        }
     }
 
     fn byte(&self, char_index: usize) -> usize {
@@ -129,17 +147,36 @@ impl CharOffsets {
     }
 
     fn span_at(&self, start: usize, end: usize, line: usize, col: usize) -> Span {
-        Span { start: self.byte(start), end: self.byte(end.max(start)), line, col: col + 1 }
+        Span {
+            start: self.byte(start),
+            end: self.byte(end.max(start)),
+            line,
+            col: col + 1,
+        }
     }
 
     fn span(&self, s: &YSpan) -> Span {
-        self.span_at(s.start.index(), s.end.index(), s.start.line(), s.start.col())
+        self.span_at(
+            s.start.index(),
+            s.end.index(),
+            s.start.line(),
+            s.start.col(),
+        )
     }
 }
 
 enum Frame {
-    Seq { items: Vec<Node>, span: Span, anchor: usize },
-    Map { entries: Vec<(Node, Node)>, pending_key: Option<Node>, span: Span, anchor: usize },
+    Seq {
+        items: Vec<Node>,
+        span: Span,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+        span: Span,
+        anchor: usize,
+    },
 }
 
 struct Builder<'a> {
@@ -165,16 +202,42 @@ impl Builder<'_> {
                 let value = resolve_scalar(&text, style);
                 self.push(Node { value, span }, anchor)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { items: Vec::new(), span, anchor }),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map { entries: Vec::new(), pending_key: None, span, anchor })
-            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                items: Vec::new(),
+                span,
+                anchor,
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                entries: Vec::new(),
+                pending_key: None,
+                span,
+                anchor,
+            }),
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { items, span: s, anchor }) => (Node { value: Value::Seq(items), span: s }, anchor),
-                    Some(Frame::Map { entries, span: s, anchor, .. }) => {
-                        (Node { value: Value::Map(entries), span: s }, anchor)
-                    }
+                    Some(Frame::Seq {
+                        items,
+                        span: s,
+                        anchor,
+                    }) => (
+                        Node {
+                            value: Value::Seq(items),
+                            span: s,
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        entries,
+                        span: s,
+                        anchor,
+                        ..
+                    }) => (
+                        Node {
+                            value: Value::Map(entries),
+                            span: s,
+                        },
+                        anchor,
+                    ),
                     None => return Ok(()),
                 };
                 self.push(node, anchor)?;
@@ -184,10 +247,20 @@ impl Builder<'_> {
                     message: "alias refers to an unknown anchor".into(),
                     span,
                 })?;
-                self.push(Node { value: node.value, span }, 0)?;
+                self.push(
+                    Node {
+                        value: node.value,
+                        span,
+                    },
+                    0,
+                )?;
             }
             Event::DocumentStart(_) if self.root.is_some() => {
-                return Err(SyntaxError { message: "more than one YAML document; a pipeline file holds exactly one".into(), span });
+                return Err(SyntaxError {
+                    message: "more than one YAML document; a pipeline file holds exactly one"
+                        .into(),
+                    span,
+                });
             }
             _ => {}
         }
@@ -201,12 +274,25 @@ impl Builder<'_> {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, pending_key, .. }) => match pending_key.take() {
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
                 None => {
-                    if !matches!(node.value, Value::Str(_) | Value::Int(_) | Value::Bool(_) | Value::Float(_)) {
-                        return Err(SyntaxError { message: "mapping keys must be plain scalars".into(), span: node.span });
+                    if !matches!(
+                        node.value,
+                        Value::Str(_) | Value::Int(_) | Value::Bool(_) | Value::Float(_)
+                    ) {
+                        return Err(SyntaxError {
+                            message: "mapping keys must be plain scalars".into(),
+                            span: node.span,
+                        });
                     }
-                    let key = Node { value: Value::Str(scalar_text(&node.value)), span: node.span };
+                    let key = Node {
+                        value: Value::Str(scalar_text(&node.value)),
+                        span: node.span,
+                    };
                     if let Some((first, _)) = entries.iter().find(|(k, _)| k.value == key.value) {
                         return Err(SyntaxError {
                             message: format!(
@@ -246,7 +332,9 @@ fn resolve_scalar(t: &str, style: ScalarStyle) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
@@ -268,7 +356,9 @@ fn resolve_scalar(t: &str, style: ScalarStyle) -> Value {
         }
     }
     let looks_numeric = digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
-        && digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
     if looks_numeric {
         if let Ok(f) = t.parse::<f64>() {
             return Value::Float(f);
@@ -283,7 +373,8 @@ mod tests {
 
     #[test]
     fn scalars_follow_the_core_schema() {
-        let n = parse("a: 1\nb: 1e-9\nc: '1'\nd: true\ne: ~\nf: hello\ng: -3\nh: 0.5\ni: 1.0e+3\n").unwrap();
+        let n = parse("a: 1\nb: 1e-9\nc: '1'\nd: true\ne: ~\nf: hello\ng: -3\nh: 0.5\ni: 1.0e+3\n")
+            .unwrap();
         assert_eq!(n.get("a").unwrap().value, Value::Int(1));
         assert_eq!(n.get("b").unwrap().value, Value::Float(1e-9));
         assert_eq!(n.get("c").unwrap().value, Value::Str("1".into()));
@@ -298,9 +389,18 @@ mod tests {
     #[test]
     fn spans_point_at_line_and_column() {
         let n = parse("stages:\n  gen:\n    cmd: echo\n").unwrap();
-        let cmd = n.get("stages").unwrap().get("gen").unwrap().get("cmd").unwrap();
+        let cmd = n
+            .get("stages")
+            .unwrap()
+            .get("gen")
+            .unwrap()
+            .get("cmd")
+            .unwrap();
         assert_eq!((cmd.span.line, cmd.span.col), (3, 10));
-        assert_eq!(&"stages:\n  gen:\n    cmd: echo\n"[cmd.span.start..cmd.span.end], "echo");
+        assert_eq!(
+            &"stages:\n  gen:\n    cmd: echo\n"[cmd.span.start..cmd.span.end],
+            "echo"
+        );
     }
 
     #[test]

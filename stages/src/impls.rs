@@ -9,15 +9,22 @@ type FamilyDispatch = fn(&str, &StageContext) -> Option<Result<(), StageError>>;
 
 /// Runs the built-in stage `name` on `ctx`: asks each family in turn.
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError> {
-    let families: &[FamilyDispatch] =
-        &[crate::w_extract::dispatch, crate::w_analysis::dispatch, crate::tensor::dispatch];
+    let families: &[FamilyDispatch] = &[
+        crate::w_extract::dispatch,
+        crate::w_analysis::dispatch,
+        crate::tensor::dispatch,
+    ];
     if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {
         return result;
     }
     Err(StageError(format!(
         "stage `{}`: `{name}` is not a built-in stage; known: {}",
         ctx.instance,
-        crate::catalogue().iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ")
+        crate::catalogue()
+            .iter()
+            .map(|s| format!("`{}`", s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 

@@ -91,7 +91,8 @@ pub(crate) fn map_input(path: &Path) -> Result<memmap2::Mmap, String> {
     let file = File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
     // SAFETY: a read-only map of an input artifact: read-only checkouts of the store, or files the
     // user promises not to change during the run.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map `{}`: {e}", path.display()))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| format!("cannot map `{}`: {e}", path.display()))?;
     // A hint; failure is harmless.
     let _ = map.advise(memmap2::Advice::Sequential);
     Ok(map)
@@ -156,12 +157,18 @@ pub(crate) fn write_safetensors(
 pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes)
         .and_then(|()| set_mode_0644(path))
-        .map_err(|e| format!("cannot write `{}`: {e}; check that the output directory is writable", path.display()))
+        .map_err(|e| {
+            format!(
+                "cannot write `{}`: {e}; check that the output directory is writable",
+                path.display()
+            )
+        })
 }
 
 /// Pretty JSON with a trailing newline (serde_json without `preserve_order`: sorted maps).
 pub(crate) fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    let mut text = serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?;
+    let mut text =
+        serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?;
     text.push('\n');
     Ok(text.into_bytes())
 }

@@ -13,14 +13,15 @@
 pub mod bf16;
 mod impls;
 mod io;
+pub mod lattice;
 mod params;
 mod tensor;
 mod w_analysis;
 mod w_extract;
 
 pub use azimuth_stage_api::{
-    catalogue, device, find, ParamSpec, ParamType, PortSpec, StageContext, StageError, StageKind, StageSpec,
-    LIBTORCH_VERSION,
+    catalogue, device, find, ParamSpec, ParamType, PortSpec, StageContext, StageError, StageKind,
+    StageSpec, LIBTORCH_VERSION,
 };
 
 /// Runs the built-in stage `name`. This links libtorch.

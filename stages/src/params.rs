@@ -51,7 +51,11 @@ impl<'a> Params<'a> {
     }
 
     /// Writes `value` as pretty JSON with a trailing newline.
-    pub(crate) fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<(), StageError> {
+    pub(crate) fn write_json<T: serde::Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+    ) -> Result<(), StageError> {
         let bytes = crate::io::json_bytes(value).map_err(|e| self.error(e))?;
         self.write_output(path, &bytes)
     }

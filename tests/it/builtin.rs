@@ -19,7 +19,18 @@ stages:
 
 fn digests(p: &Project) -> Vec<String> {
     let v = p.status_json();
-    v["stages"].as_array().unwrap().iter().flat_map(|s| s["outputs"].as_array().unwrap().iter().map(|o| o["digest"].as_str().unwrap().to_string())).collect()
+    v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["digest"].as_str().unwrap().to_string())
+        })
+        .collect()
 }
 
 #[test]
@@ -29,7 +40,11 @@ fn a_generator_sweep_feeds_an_analyzer_and_outputs_are_byte_identical() {
     let r = a.run(&["run", "-j", "1"]).ok();
     assert!(r.stderr.contains("3 ran"), "{}", r.stderr);
     let summary: serde_json::Value = serde_json::from_str(&a.read("out/summary/summary")).unwrap();
-    assert_eq!(summary["files"].as_array().unwrap().len(), 2, "the analyzer gathered both sweep instances");
+    assert_eq!(
+        summary["files"].as_array().unwrap().len(),
+        2,
+        "the analyzer gathered both sweep instances"
+    );
     // A second project computes the same bytes.
     let b = Project::new();
     b.pipeline(PIPELINE);
@@ -46,7 +61,10 @@ fn the_device_kind_is_a_key_ingredient() {
     p.pipeline(PIPELINE);
     p.run(&["run", "--device", "cpu"]).ok();
     assert_eq!(p.state("gen[std=0.02]").0, "fresh");
-    let v = p.command(&["status", "--json", "--device", "cuda"]).output().unwrap();
+    let v = p
+        .command(&["status", "--json", "--device", "cuda"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     let gen = &v["stages"][0];
     assert_eq!(gen["state"], "dirty");
@@ -60,20 +78,43 @@ fn show_prints_safetensors_and_hdf5_headers() {
     p.pipeline(PIPELINE);
     p.run(&["run"]).ok();
     let r = p.run(&["show", "gen[std=1.0].tensor"]).ok();
-    assert!(r.stdout.contains("BF16") && r.stdout.contains("[64, 16]") && r.stdout.contains("tensor.random"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("BF16")
+            && r.stdout.contains("[64, 16]")
+            && r.stdout.contains("tensor.random"),
+        "{}",
+        r.stdout
+    );
 
     let h5 = p.path().join("movie.h5");
     {
         let f = hdf5::File::create(&h5).unwrap();
         let g = f.create_group("movie").unwrap();
-        let ds = g.new_dataset::<f32>().chunk((1, 8, 4)).shape((0.., 8, 4)).shuffle().deflate(4).create("w").unwrap();
+        let ds = g
+            .new_dataset::<f32>()
+            .chunk((1, 8, 4))
+            .shape((0.., 8, 4))
+            .shuffle()
+            .deflate(4)
+            .create("w")
+            .unwrap();
         ds.resize((3, 8, 4)).unwrap();
-        ds.new_attr::<u32>().create("steps").unwrap().write_scalar(&3).unwrap();
+        ds.new_attr::<u32>()
+            .create("steps")
+            .unwrap()
+            .write_scalar(&3)
+            .unwrap();
     }
     p.pipeline(&format!("{PIPELINE}  copy:\n    cmd: [cp, \"${{inputs.h}}\", \"${{outputs.h}}\"]\n    inputs: {{h: {{path: movie.h5}}}}\n    outputs: {{h: movie.h5}}\n"));
     p.run(&["run"]).ok();
     let r = p.run(&["show", "copy.h"]).ok();
-    assert!(r.stdout.contains("/movie/w") && r.stdout.contains("deflate(4)") && r.stdout.contains("steps"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("/movie/w")
+            && r.stdout.contains("deflate(4)")
+            && r.stdout.contains("steps"),
+        "{}",
+        r.stdout
+    );
     // A truncated HDF5 file: a clear error, no panic.
     let bytes = std::fs::read(&h5).unwrap();
     std::fs::write(&h5, &bytes[..bytes.len() / 2]).unwrap();
@@ -89,5 +130,9 @@ fn a_failing_builtin_reports_the_stage_and_the_reason() {
     p.pipeline("stages:\n  gen:\n    uses: tensor.random\n    device: cuda\n    params: {rows: 4, cols: 4}\n");
     let r = p.run(&["run"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("failed gen") && r.stderr.contains("cuda"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("failed gen") && r.stderr.contains("cuda"),
+        "{}",
+        r.stderr
+    );
 }

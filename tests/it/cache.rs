@@ -24,7 +24,12 @@ fn verify_finds_corrupted_and_missing_objects() {
     p.run(&["run"]).ok();
     let r = p.run(&["cache", "verify"]).ok();
     assert!(r.stderr.contains("all good"), "{}", r.stderr);
-    let obj = p.run(&["cache", "path", "a.o"]).ok().stdout.trim().to_string();
+    let obj = p
+        .run(&["cache", "path", "a.o"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&obj, "HELLO").unwrap();
     let r = p.run(&["cache", "verify"]);
@@ -33,7 +38,11 @@ fn verify_finds_corrupted_and_missing_objects() {
     std::fs::remove_file(&obj).unwrap();
     let r = p.run(&["cache", "verify"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("output `o` needs missing object"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("output `o` needs missing object"),
+        "{}",
+        r.stdout
+    );
     // A missing object makes the stage dirty, and a run repairs it.
     assert_eq!(p.state("a").1, vec!["cached-output-missing".to_string()]);
     p.run(&["run"]).ok();
@@ -47,10 +56,18 @@ fn gc_keeps_what_the_lock_and_pointers_reference_and_frees_the_rest() {
     p.run(&["run"]).ok();
     simple(&p, "two");
     p.run(&["run"]).ok();
-    assert_eq!(p.run(&["cache", "ls"]).ok().stdout.lines().count(), 3, "header + 2 records");
+    assert_eq!(
+        p.run(&["cache", "ls"]).ok().stdout.lines().count(),
+        3,
+        "header + 2 records"
+    );
     let dry = p.run(&["cache", "gc", "--dry-run"]).ok();
     assert!(dry.stdout.starts_with("would free"), "{}", dry.stdout);
-    assert_eq!(p.run(&["cache", "ls"]).ok().stdout.lines().count(), 3, "dry run deletes nothing");
+    assert_eq!(
+        p.run(&["cache", "ls"]).ok().stdout.lines().count(),
+        3,
+        "dry run deletes nothing"
+    );
     let r = p.run(&["cache", "gc"]).ok();
     assert!(r.stdout.contains("1 run record(s)"), "{}", r.stdout);
     assert_eq!(p.run(&["cache", "ls"]).ok().stdout.lines().count(), 2);
@@ -68,14 +85,25 @@ fn cache_show_and_path_resolve_stage_outputs_and_digest_prefixes() {
     let p = Project::new();
     simple(&p, "hello");
     p.run(&["run"]).ok();
-    let path = p.run(&["cache", "path", "a.o"]).ok().stdout.trim().to_string();
+    let path = p
+        .run(&["cache", "path", "a.o"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
     let digest = blake3::hash(b"hello").to_hex().to_string();
     assert!(path.ends_with(&digest[2..]));
-    let by_prefix = p.run(&["cache", "path", &format!("b3:{}", &digest[..10])]).ok();
+    let by_prefix = p
+        .run(&["cache", "path", &format!("b3:{}", &digest[..10])])
+        .ok();
     assert_eq!(by_prefix.stdout.trim(), path);
     let shown = p.run(&["cache", "show", "a.o"]).ok();
-    assert!(shown.stdout.contains("stage     a") && shown.stdout.contains("text = hello"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("stage     a") && shown.stdout.contains("text = hello"),
+        "{}",
+        shown.stdout
+    );
     let r = p.run(&["cache", "path", "ffffffffff"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no object"), "{}", r.stderr);
@@ -89,11 +117,13 @@ fn ambiguous_digest_prefixes_are_refused() {
     let store = azimuth::store::Store::at(dir.path());
     store.init().unwrap();
     let mut seen = std::collections::HashMap::new();
-    let prefix = (0u32..).find_map(|i| {
-        let d = store.put_bytes(format!("object {i}").as_bytes()).unwrap();
-        let pre = d.hex()[..4].to_string();
-        seen.insert(pre.clone(), ()).map(|_| pre)
-    }).unwrap();
+    let prefix = (0u32..)
+        .find_map(|i| {
+            let d = store.put_bytes(format!("object {i}").as_bytes()).unwrap();
+            let pre = d.hex()[..4].to_string();
+            seen.insert(pre.clone(), ()).map(|_| pre)
+        })
+        .unwrap();
     let e = store.resolve_prefix(&prefix).unwrap_err();
     assert!(e.contains("is ambiguous: 2 objects match"), "{e}");
 }
@@ -127,8 +157,16 @@ fn show_prints_tensor_headers_and_provenance() {
     stage_writing(&p, &p.path().join("w.st"));
     p.run(&["run"]).ok();
     let r = p.run(&["show", "w.t"]).ok();
-    assert!(r.stdout.contains("weight") && r.stdout.contains("BF16") && r.stdout.contains("[4, 3]"), "{}", r.stdout);
-    assert!(r.stdout.contains("source") && r.stdout.contains("stage     w"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("weight") && r.stdout.contains("BF16") && r.stdout.contains("[4, 3]"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("source") && r.stdout.contains("stage     w"),
+        "{}",
+        r.stdout
+    );
     let j = p.run(&["show", "w.t", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
     assert_eq!(v["content"]["format"], "safetensors");
@@ -145,14 +183,22 @@ fn show_refuses_lying_headers_with_a_clear_error() {
     p.run(&["run"]).ok();
     let r = p.run(&["show", "w.t"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("error:") && r.stderr.contains("weight"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("error:") && r.stderr.contains("weight"),
+        "{}",
+        r.stderr
+    );
     // A header length far beyond the file: no huge allocation, a clear error.
     let mut huge = (1u64 << 62).to_le_bytes().to_vec();
     huge.extend_from_slice(b"{}");
     std::fs::write(p.path().join("w.st"), huge).unwrap();
     p.run(&["run"]).ok();
     let r = p.run(&["show", "w.t"]).ok();
-    assert!(r.stdout.contains("binary file"), "a header length beyond the file is not safetensors: {}", r.stdout);
+    assert!(
+        r.stdout.contains("binary file"),
+        "a header length beyond the file is not safetensors: {}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -192,7 +238,11 @@ stages:
     );
     p.run(&["run"]).ok();
     let r = p.run(&["show", "g.m"]).ok();
-    assert!(r.stdout.contains("token_embd.weight") && r.stdout.contains("F32"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("token_embd.weight") && r.stdout.contains("F32"),
+        "{}",
+        r.stdout
+    );
     // Truncated GGUF: clear error, no panic.
     let full = std::fs::read(p.path().join("m.gguf")).unwrap();
     std::fs::write(p.path().join("m.gguf"), &full[..40]).unwrap();

@@ -9,11 +9,21 @@ use proptest::prelude::*;
 
 /// A pipeline of `n` stages where stage i reads from each j < i with `edges[i][j]`, declared in
 /// a shuffled order so that declaration order is not topological order.
-fn yaml(n: usize, edges: &[Vec<bool>], order: &[usize], back_edge: Option<(usize, usize)>) -> String {
+fn yaml(
+    n: usize,
+    edges: &[Vec<bool>],
+    order: &[usize],
+    back_edge: Option<(usize, usize)>,
+) -> String {
     let mut s = String::from("stages:\n");
     for &i in order {
-        s.push_str(&format!("  s{i}:\n    cmd: [touch, \"${{outputs.o}}\"]\n    outputs: {{o: o}}\n"));
-        let mut ups: Vec<String> = (0..i).filter(|&j| edges[i][j]).map(|j| format!("s{j}.o")).collect();
+        s.push_str(&format!(
+            "  s{i}:\n    cmd: [touch, \"${{outputs.o}}\"]\n    outputs: {{o: o}}\n"
+        ));
+        let mut ups: Vec<String> = (0..i)
+            .filter(|&j| edges[i][j])
+            .map(|j| format!("s{j}.o"))
+            .collect();
         if let Some((from, to)) = back_edge {
             if i == to {
                 ups.push(format!("s{from}.o"));
@@ -83,9 +93,18 @@ fn dag_renders_in_text_dot_and_mermaid() {
     let p = crate::support::Project::new();
     crate::run::chain(&p);
     let text = p.run(&["dag"]).ok().stdout;
-    assert!(text.contains("square[power=2]  (cmd `python3`, generator)\n    ← gen (data → d)"), "{text}");
+    assert!(
+        text.contains("square[power=2]  (cmd `python3`, generator)\n    ← gen (data → d)"),
+        "{text}"
+    );
     let dot = p.run(&["dag", "--format", "dot"]).ok().stdout;
-    assert!(dot.starts_with("digraph pipeline {") && dot.contains("-> n3"), "{dot}");
+    assert!(
+        dot.starts_with("digraph pipeline {") && dot.contains("-> n3"),
+        "{dot}"
+    );
     let mm = p.run(&["dag", "--format", "mermaid"]).ok().stdout;
-    assert!(mm.starts_with("flowchart LR") && mm.contains("-->|\"out → parts\"|"), "{mm}");
+    assert!(
+        mm.starts_with("flowchart LR") && mm.contains("-->|\"out → parts\"|"),
+        "{mm}"
+    );
 }

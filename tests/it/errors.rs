@@ -13,7 +13,12 @@ fn malformed_pipelines_get_all_their_problems_reported_with_locations() {
     let bless = std::env::var_os("AZIMUTH_BLESS").is_some();
     let mut failures = Vec::new();
     let mut n = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
     entries.sort();
     for yaml in entries {
         let name = yaml.file_stem().unwrap().to_string_lossy().into_owned();
@@ -24,7 +29,11 @@ fn malformed_pipelines_get_all_their_problems_reported_with_locations() {
         let p = Project::new();
         p.pipeline(&std::fs::read_to_string(&yaml).unwrap());
         let r = p.run(&["status"]);
-        assert_eq!(r.code, 2, "{name}: invalid pipelines exit with 2\n{}", r.stderr);
+        assert_eq!(
+            r.code, 2,
+            "{name}: invalid pipelines exit with 2\n{}",
+            r.stderr
+        );
         assert!(r.stdout.is_empty(), "{name}: nothing on stdout");
         let expected_path = yaml.with_extension("stderr");
         if bless {
@@ -33,7 +42,10 @@ fn malformed_pipelines_get_all_their_problems_reported_with_locations() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != r.stderr {
-            failures.push(format!("=== {name}: expected\n{expected}=== got\n{}", r.stderr));
+            failures.push(format!(
+                "=== {name}: expected\n{expected}=== got\n{}",
+                r.stderr
+            ));
         }
         // Every diagnostic points into the file with line and column.
         let lines: Vec<&str> = r.stderr.lines().collect();
@@ -41,13 +53,20 @@ fn malformed_pipelines_get_all_their_problems_reported_with_locations() {
             if line.starts_with("error: ") {
                 let next = lines.get(i + 1).copied().unwrap_or("");
                 if !next.contains("--> pipeline.yaml:") {
-                    failures.push(format!("{name}: `{line}` has no location (next line: `{next}`)"));
+                    failures.push(format!(
+                        "{name}: `{line}` has no location (next line: `{next}`)"
+                    ));
                 }
             }
         }
     }
     assert!(n >= 10, "the bad-pipeline table is there");
-    assert!(failures.is_empty(), "{} snapshot(s) differ (AZIMUTH_BLESS=1 to accept):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} snapshot(s) differ (AZIMUTH_BLESS=1 to accept):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -55,7 +74,12 @@ fn a_missing_pipeline_file_says_what_to_do() {
     let p = Project::new();
     let r = p.run(&["status"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("cannot read pipeline file `pipeline.yaml`"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot read pipeline file `pipeline.yaml`"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("--pipeline"), "{}", r.stderr);
 }
 

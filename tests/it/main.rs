@@ -4,6 +4,8 @@
 
 mod support;
 
+#[cfg(feature = "builtin-stages")]
+mod builtin;
 mod cache;
 mod concurrency;
 mod crash;
@@ -12,5 +14,3 @@ mod errors;
 mod freshness;
 mod run;
 mod tidy;
-#[cfg(feature = "builtin-stages")]
-mod builtin;

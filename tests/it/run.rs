@@ -44,7 +44,12 @@ fn runs_a_sweep_chain_and_a_second_run_does_nothing() {
     assert_eq!(count_lines(&counter), 1, "gen ran once");
     // Outputs are read-only hard links into the store, not copies.
     let m = std::fs::metadata(p.path().join("out/gen/data.txt")).unwrap();
-    assert!(m.nlink() >= 2 && m.mode() & 0o222 == 0, "nlink {} mode {:o}", m.nlink(), m.mode());
+    assert!(
+        m.nlink() >= 2 && m.mode() & 0o222 == 0,
+        "nlink {} mode {:o}",
+        m.nlink(),
+        m.mode()
+    );
     assert!(p.exists("pipeline.lock"));
 }
 
@@ -57,7 +62,10 @@ fn pipeline_lock_is_deterministic_and_lists_digests() {
     std::fs::remove_file(p.path().join("pipeline.lock")).unwrap();
     p.run(&["run"]).ok();
     assert_eq!(p.read("pipeline.lock"), first);
-    assert!(first.contains("square[power=2]:") && first.contains("digest: b3:"), "{first}");
+    assert!(
+        first.contains("square[power=2]:") && first.contains("digest: b3:"),
+        "{first}"
+    );
 }
 
 #[test]
@@ -71,8 +79,16 @@ fn the_same_pipeline_elsewhere_gets_the_same_keys_and_bytes() {
         p.run(&["run"]).ok();
     }
     let (ja, jb) = (a.status_json(), b.status_json());
-    for (sa, sb) in ja["stages"].as_array().unwrap().iter().zip(jb["stages"].as_array().unwrap()) {
-        assert_eq!(sa["key"], sb["key"], "keys must not depend on the project's location");
+    for (sa, sb) in ja["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(jb["stages"].as_array().unwrap())
+    {
+        assert_eq!(
+            sa["key"], sb["key"],
+            "keys must not depend on the project's location"
+        );
         assert_eq!(sa["outputs"], sb["outputs"]);
     }
 }
@@ -97,9 +113,17 @@ stages:
     let r = p.run(&["run"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("failed a (exit code 3)"), "{}", r.stderr);
-    assert!(r.stderr.contains("about to fail"), "the log tail is shown: {}", r.stderr);
+    assert!(
+        r.stderr.contains("about to fail"),
+        "the log tail is shown: {}",
+        r.stderr
+    );
     assert!(r.stderr.contains("skipped b"), "{}", r.stderr);
-    assert_eq!(p.read("out/a/o.txt"), "ok\n", "the previous output is still there");
+    assert_eq!(
+        p.read("out/a/o.txt"),
+        "ok\n",
+        "the previous output is still there"
+    );
     assert_eq!(p.state("a").0, "dirty");
     assert!(p.read("cache/v1/failed/a.log").contains("about to fail"));
 }
@@ -175,7 +199,11 @@ fn targets_run_only_their_upstream_closure_and_dry_run_runs_nothing() {
     let p = Project::new();
     chain(&p);
     let r = p.run(&["run", "--dry-run"]).ok();
-    assert!(r.stderr.contains("would run gen (never run)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("would run gen (never run)"),
+        "{}",
+        r.stderr
+    );
     assert!(!p.exists("out"), "dry run wrote nothing");
     let r = p.run(&["run", "square[power=2]"]).ok();
     assert!(r.stderr.contains("2 ran"), "{}", r.stderr);
@@ -207,16 +235,30 @@ fn a_user_modified_output_is_reported_and_never_overwritten() {
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, "my notes").unwrap();
     let v = p.status_json();
-    let s = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == "square[power=2]").unwrap().clone();
+    let s = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "square[power=2]")
+        .unwrap()
+        .clone();
     assert_eq!(s["modified_outputs"][0], "out");
     // A change upstream re-runs the stage; the user's file survives.
     p.pipeline(&p.read("pipeline.yaml").replace("n: 3", "n: 4"));
     let r = p.run(&["run"]).ok();
-    assert!(r.stderr.contains("was modified in the workspace; left as is"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("was modified in the workspace; left as is"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(p.read("out/square/power=2/out.txt"), "my notes");
     assert_eq!(p.read("out/square/power=3/out.txt"), "1 8 27 64");
     let r = p.run(&["cache", "path", "square[power=2].out"]).ok();
-    assert_eq!(std::fs::read_to_string(r.stdout.trim()).unwrap(), "1 4 9 16");
+    assert_eq!(
+        std::fs::read_to_string(r.stdout.trim()).unwrap(),
+        "1 4 9 16"
+    );
 }
 
 #[test]
@@ -230,12 +272,25 @@ fn an_output_edited_in_place_is_detected_and_its_object_replaced() {
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
     std::fs::set_permissions(&path, perms).unwrap();
-    std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| std::io::Write::write_all(&mut f, b"edited\n")).unwrap();
-    assert_eq!(p.state("gen"), ("dirty".to_string(), vec!["output-modified-in-place".to_string()]));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"edited\n"))
+        .unwrap();
+    assert_eq!(
+        p.state("gen"),
+        (
+            "dirty".to_string(),
+            vec!["output-modified-in-place".to_string()]
+        )
+    );
     let r = p.run(&["run"]).ok();
     assert!(r.stderr.contains("1 ran"), "{}", r.stderr);
     p.run(&["cache", "verify"]).ok();
-    assert!(p.read("out/gen/data.txt").ends_with("edited\n"), "the user's edit is kept");
+    assert!(
+        p.read("out/gen/data.txt").ends_with("edited\n"),
+        "the user's edit is kept"
+    );
 }
 
 #[test]
@@ -252,7 +307,12 @@ stages:
     );
     let r = p.run(&["run"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("input `x` of stage `a`: cannot read `data/missing.bin`"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("input `x` of stage `a`: cannot read `data/missing.bin`"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -268,7 +328,12 @@ stages:
     );
     let r = p.run(&["run"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("did not write output `o` (expected `result.txt`"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("did not write output `o` (expected `result.txt`"),
+        "{}",
+        r.stderr
+    );
     assert!(!p.exists("out/a"));
 }
 
@@ -277,8 +342,14 @@ fn run_json_streams_events_and_a_summary() {
     let p = Project::new();
     chain(&p);
     let r = p.run(&["run", "--json"]).ok();
-    let events: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(events.iter().any(|e| e["event"] == "stage-started" && e["stage"] == "gen" && e["reasons"][0]["tag"] == "never-run"));
+    let events: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "stage-started"
+        && e["stage"] == "gen"
+        && e["reasons"][0]["tag"] == "never-run"));
     let last = events.last().unwrap();
     assert_eq!(last["event"], "summary");
     assert_eq!(last["ran"], 4);

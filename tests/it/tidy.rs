@@ -26,7 +26,12 @@ fn root() -> PathBuf {
 
 /// Source without `//` comments, so documentation may mention what code may not use.
 fn code_of(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -44,7 +49,10 @@ fn every_source_file_opens_with_a_module_doc() {
             }
         }
     }
-    assert!(missing.is_empty(), "files without a `//!` paragraph: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` paragraph: {missing:?}"
+    );
 }
 
 #[test]
@@ -53,16 +61,26 @@ fn only_the_output_module_prints() {
     let allowed = ["src/output.rs", "src/job.rs", "src/bin/azimuth-worker.rs"];
     let mut offenders = Vec::new();
     for f in rust_files(&root().join("src")) {
-        let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        let rel = f
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if allowed.contains(&rel.as_str()) {
             continue;
         }
         let code = code_of(&f);
-        if ["println!", "eprintln!", "print!(", "eprint!(", "dbg!("].iter().any(|m| code.contains(m)) {
+        if ["println!", "eprintln!", "print!(", "eprint!(", "dbg!("]
+            .iter()
+            .any(|m| code.contains(m))
+        {
             offenders.push(rel);
         }
     }
-    assert!(offenders.is_empty(), "print through output::Printer instead: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "print through output::Printer instead: {offenders:?}"
+    );
 }
 
 #[test]
@@ -70,7 +88,11 @@ fn only_the_executor_and_the_supervisor_start_processes() {
     let allowed = ["src/exec.rs", "src/job.rs"];
     let mut offenders = Vec::new();
     for f in rust_files(&root().join("src")) {
-        let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        let rel = f
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if !allowed.contains(&rel.as_str()) && code_of(&f).contains("Command::new") {
             offenders.push(rel);
         }
@@ -82,7 +104,11 @@ fn only_the_executor_and_the_supervisor_start_processes() {
 fn the_orchestrator_never_mentions_libtorch() {
     let mut offenders = Vec::new();
     for f in rust_files(&root().join("src")) {
-        let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        let rel = f
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if rel == "src/bin/azimuth-worker.rs" {
             continue;
         }
@@ -96,19 +122,46 @@ fn the_orchestrator_never_mentions_libtorch() {
 
 #[test]
 fn the_shipped_pipeline_validates() {
-    let r = std::process::Command::new(crate::support::bin()).args(["dag"]).current_dir(root()).output().unwrap();
-    assert!(r.status.success(), "pipeline.yaml: {}", String::from_utf8_lossy(&r.stderr));
+    let r = std::process::Command::new(crate::support::bin())
+        .args(["dag"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "pipeline.yaml: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 }
 
 #[test]
 fn readme_names_the_setup_commands_that_ci_runs() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    assert!(readme.contains("./scripts/run-pipeline.sh") && root().join("scripts/run-pipeline.sh").exists());
+    assert!(
+        readme.contains("./scripts/run-pipeline.sh")
+            && root().join("scripts/run-pipeline.sh").exists()
+    );
     assert!(readme.contains("./scripts/test.sh") && root().join("scripts/test.sh").exists());
-    assert!(ci.contains("./scripts/test.sh"), ".ci/run must call the README's test command");
+    assert!(
+        ci.contains("./scripts/test.sh"),
+        ".ci/run must call the README's test command"
+    );
     // Every subcommand is documented.
-    for cmd in ["azimuth run", "azimuth status", "azimuth why", "azimuth dag", "azimuth show", "azimuth cache ls", "azimuth cache show", "azimuth cache path", "azimuth cache verify", "azimuth cache gc", "azimuth stages", "azimuth hash"] {
+    for cmd in [
+        "azimuth run",
+        "azimuth status",
+        "azimuth why",
+        "azimuth dag",
+        "azimuth show",
+        "azimuth cache ls",
+        "azimuth cache show",
+        "azimuth cache path",
+        "azimuth cache verify",
+        "azimuth cache gc",
+        "azimuth stages",
+        "azimuth hash",
+    ] {
         assert!(readme.contains(cmd), "README does not document `{cmd}`");
     }
 }
@@ -116,9 +169,18 @@ fn readme_names_the_setup_commands_that_ci_runs() {
 #[test]
 fn the_orchestrator_binary_does_not_load_libtorch() {
     // libtorch takes ~0.35 s to load; it belongs to azimuth-worker only.
-    let out = std::process::Command::new("readelf").args(["-d", crate::support::bin()]).output().expect("readelf (binutils, installed with gcc)");
+    let out = std::process::Command::new("readelf")
+        .args(["-d", crate::support::bin()])
+        .output()
+        .expect("readelf (binutils, installed with gcc)");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("NEEDED"), "readelf printed the dynamic section:\n{text}");
-    assert!(!text.contains("libtorch") && !text.contains("libc10"), "azimuth NEEDs libtorch:\n{text}");
+    assert!(
+        text.contains("NEEDED"),
+        "readelf printed the dynamic section:\n{text}"
+    );
+    assert!(
+        !text.contains("libtorch") && !text.contains("libc10"),
+        "azimuth NEEDs libtorch:\n{text}"
+    );
 }

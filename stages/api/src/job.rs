@@ -15,9 +15,13 @@ pub const JOB_FORMAT: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobBody {
-    Builtin { name: String },
+    Builtin {
+        name: String,
+    },
     /// argv template; `${inputs.x}`, `${outputs.x}`, `${params.x}` are substituted by the runner.
-    Cmd { argv: Vec<String> },
+    Cmd {
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,10 +43,16 @@ pub struct Job {
 
 impl Job {
     pub fn read(path: &Path) -> Result<Job, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read job file `{}`: {e}", path.display()))?;
-        let job: Job = serde_json::from_slice(&bytes).map_err(|e| format!("job file `{}` is not valid: {e}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read job file `{}`: {e}", path.display()))?;
+        let job: Job = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("job file `{}` is not valid: {e}", path.display()))?;
         if job.format != JOB_FORMAT {
-            return Err(format!("job file `{}` has format {}, this build reads {JOB_FORMAT}", path.display(), job.format));
+            return Err(format!(
+                "job file `{}` has format {}, this build reads {JOB_FORMAT}",
+                path.display(),
+                job.format
+            ));
         }
         Ok(job)
     }

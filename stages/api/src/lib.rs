@@ -261,4 +261,3 @@ impl std::fmt::Display for StageError {
 }
 
 impl std::error::Error for StageError {}
-

@@ -8,7 +8,9 @@ use azimuth_stage_api::job::{Job, JobBody};
 
 fn main() -> ExitCode {
     let Some(path) = std::env::args_os().nth(1) else {
-        eprintln!("azimuth-worker: usage: azimuth-worker JOB_FILE (it is started by `azimuth run`)");
+        eprintln!(
+            "azimuth-worker: usage: azimuth-worker JOB_FILE (it is started by `azimuth run`)"
+        );
         return ExitCode::from(2);
     };
     let job = match Job::read(std::path::Path::new(&path)) {
@@ -19,7 +21,10 @@ fn main() -> ExitCode {
         }
     };
     let JobBody::Builtin { name } = &job.body else {
-        eprintln!("azimuth-worker: stage `{}` is a command stage, not a built-in one", job.instance);
+        eprintln!(
+            "azimuth-worker: stage `{}` is a command stage, not a built-in one",
+            job.instance
+        );
         return ExitCode::from(2);
     };
     match azimuth_stages::run(name, &job.context()) {

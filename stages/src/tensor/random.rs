@@ -9,8 +9,6 @@
 //! the same bytes; that is why the spec marks the stage `uses_torch` and `device_dependent` (CPU
 //! and CUDA generators draw different numbers for the same seed).
 
-
-
 pub(crate) use imp::run;
 
 mod imp {
@@ -19,10 +17,10 @@ mod imp {
     use safetensors::tensor::Dtype;
     use tch::{Device, Kind, Tensor};
 
-    use azimuth_stage_api::specs::tensor::RANDOM as SPEC;
     use crate::io::{write_safetensors, TensorOut};
     use crate::params::Params;
     use crate::{StageContext, StageError};
+    use azimuth_stage_api::specs::tensor::RANDOM as SPEC;
 
     /// Upper bound on `rows * cols`: 4e9 elements is already 16 GB of f32 in memory.
     const MAX_ELEMENTS: u64 = 4_000_000_000;

@@ -13,8 +13,6 @@
 //! "max", "nan", "inf", "rows", "row_length", "row_norm": {"mean", "min", "max"},
 //! "distinct_rows", "largest_identical_group"}]}]}`.
 
-
-
 pub(crate) use imp::run;
 
 mod imp {
@@ -23,11 +21,11 @@ mod imp {
 
     use serde::Serialize;
 
-    use azimuth_stage_api::specs::tensor::SUMMARY as SPEC;
     use crate::io::MappedSafetensors;
     use crate::params::Params;
     use crate::tensor::stats::{tensor_stats, TensorStats};
     use crate::{StageContext, StageError};
+    use azimuth_stage_api::specs::tensor::SUMMARY as SPEC;
 
     /// Bumped with `SPEC.version` whenever the report's layout changes.
     const FORMAT: u32 = 1;

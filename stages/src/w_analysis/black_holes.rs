@@ -1,5 +1,6 @@
 //! `w.black_holes` (science spec S04): the black holes of W, i.e. groups of at least
-//! `min_population` tokens whose bf16 rows are bit-for-bit identical.
+//! `min_population` tokens whose rows are bit-for-bit identical. W is BF16 (Qwen) or F32 (MiniLM,
+//! dequantized GGUF); the lattice columns use that format's fields ([`crate::lattice`]).
 //!
 //! Identity is decided on raw bytes by [`crate::bf16::identical_rows`] (parallel row hashing,
 //! bucketing, bytewise confirmation), never on floats: `+0.0` and `−0.0` rows are different rows.
@@ -16,7 +17,7 @@
 //! - `summary` (JSON): see [`Summary`]; it reports both "tokens inside black holes" and "redundant
 //!   rows" (V2.3).
 //! - `members` (safetensors): `black_hole_id` [V] (U8 when K ≤ 255, U16 when K ≤ 65,535, else U32;
-//!   0 = none, 1 = largest), `black_hole_mask` (BOOL) [V], `centroids` (BF16) [K, D], the
+//!   0 = none, 1 = largest), `black_hole_mask` (BOOL) [V], `centroids` (W's dtype) [K, D], the
 //!   representative rows in id order; metadata `black_holes` = K and `min_population`.
 
 use std::collections::BTreeMap;
@@ -27,10 +28,10 @@ use serde::Serialize;
 
 use azimuth_stage_api::specs::w_analysis::BLACK_HOLES as SPEC;
 
-use crate::bf16;
 use crate::io::{write_safetensors, TensorOut};
 use crate::params::Params;
 use crate::w_analysis::{load_w, with_threads};
+use crate::{bf16, lattice};
 use crate::{StageContext, StageError};
 
 /// Bumped with `SPEC.version` whenever an output's layout changes.
@@ -79,11 +80,12 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     let m = w.matrix(
         &p,
         &name,
-        &[Dtype::BF16],
-        "black holes are defined on raw bf16 bit patterns; convert W to bf16 first",
+        super::LATTICE_DTYPES,
+        "black holes are decided on raw bit patterns of a float lattice",
     )?;
+    let f = m.format().expect("LATTICE_DTYPES are lattice formats");
     let (rows, cols) = (m.rows, m.cols);
-    let row_bytes = cols * 2;
+    let row_bytes = cols * f.bytes();
     let census = with_threads(&p, ctx.threads, || bf16::identical_rows(m.data, row_bytes))?;
     let k = census
         .groups
@@ -140,7 +142,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             },
             TensorOut {
                 name: "centroids",
-                dtype: Dtype::BF16,
+                dtype: m.dtype,
                 shape: vec![k, cols],
                 data: &centroids,
             },
@@ -150,22 +152,20 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     .map_err(|e| p.error(e))?;
 
     // table
-    let first = holes.first().map(|g| bf16::patterns(row(g[0])));
+    let first = holes.first().map(|g| row(g[0]));
     let mut table = String::from(
         "id,population,representative,members,l2_norm,exponent_min,exponent_max,exponent_mean,\
          exponent_median,zero_components,same_exponents_as_1,linf_ulps_to_1\n",
     );
     for (n, g) in holes.iter().enumerate() {
-        let pats = bf16::patterns(row(g[0]));
+        let r = row(g[0]);
+        let pats = f.patterns(r);
         let mut members: Vec<String> = g.iter().take(preview).map(u32::to_string).collect();
         if g.len() > preview {
             members.push("...".into());
         }
-        let sq: f64 = pats
-            .iter()
-            .map(|&b| bf16::to_f64(b) * bf16::to_f64(b))
-            .sum();
-        let mut exps: Vec<u8> = pats.iter().map(|&b| bf16::exponent(b)).collect();
+        let sq: f64 = pats.iter().map(|&b| f.to_f64(b) * f.to_f64(b)).sum();
+        let mut exps: Vec<u8> = pats.iter().map(|&b| f.exponent(b)).collect();
         exps.sort_unstable();
         let mean = exps.iter().map(|&e| e as f64).sum::<f64>() / exps.len() as f64;
         let median = if exps.len() % 2 == 1 {
@@ -173,8 +173,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         } else {
             (exps[exps.len() / 2 - 1] as f64 + exps[exps.len() / 2] as f64) / 2.0
         };
-        let zeros = pats.iter().filter(|&&b| b & 0x7FFF == 0).count();
-        let f = first.as_ref().expect("k ≥ 1 here");
+        let zeros = pats.iter().filter(|&&b| f.to_f32(b) == 0.0).count();
+        let first = first.expect("k ≥ 1 here");
         let _ = writeln!(
             table,
             "{},{},{},{},{},{},{},{},{},{},{},{}",
@@ -188,8 +188,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             mean,
             median,
             zeros,
-            bf16::exponent_distance(&pats, f) == 0,
-            bf16::linf_ulps(&pats, f),
+            lattice::exponent_distance(f, r, first) == 0,
+            lattice::linf_ordinal(f, r, first),
         );
     }
     p.write_output(table_out, table.as_bytes())?;

@@ -13,7 +13,6 @@
 pub(crate) mod black_holes;
 pub(crate) mod norms;
 
-
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::io::MappedSafetensors;
@@ -118,3 +117,140 @@ impl W {
     }
 }
 
+impl Matrix<'_> {
+    /// The lattice format of the elements; `None` unless BF16 or F32.
+    pub(crate) fn format(&self) -> Option<crate::lattice::Format> {
+        crate::lattice::Format::of(self.dtype)
+    }
+
+    /// Bytes of one row.
+    pub(crate) fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// The little-endian bytes of row `i`.
+    pub(crate) fn row(&self, i: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.data[i * n..(i + 1) * n]
+    }
+}
+
+/// The dtypes the lattice analyses accept.
+pub(crate) const LATTICE_DTYPES: &[Dtype] = &[Dtype::BF16, Dtype::F32];
+
+/// The black holes of W as written by `w.black_holes`' `members` output: per-token ids
+/// (0 = none, 1 = largest) and the member lists in numbering order (each ascending).
+pub(crate) struct BlackHoles {
+    /// `black_hole_id` per token.
+    pub(crate) id: Vec<u32>,
+    /// Members of black holes 1…K, ascending token ids.
+    pub(crate) members: Vec<Vec<u32>>,
+}
+
+impl BlackHoles {
+    /// Tokens inside black holes.
+    pub(crate) fn tokens(&self) -> usize {
+        self.members.iter().map(Vec::len).sum()
+    }
+}
+
+/// Reads the single file on input `port` as a `w.black_holes` members file for a W of `rows` rows.
+pub(crate) fn load_black_holes(
+    p: &Params<'_>,
+    port: &str,
+    rows: usize,
+) -> Result<BlackHoles, StageError> {
+    let inputs = p.inputs(port)?;
+    if inputs.len() != 1 {
+        return Err(p.error(format!(
+            "input `{port}` takes one file, got {}",
+            inputs.len()
+        )));
+    }
+    let path = &inputs[0];
+    let mapped = MappedSafetensors::open(path).map_err(|e| p.error(e))?;
+    let st = mapped.parse(path).map_err(|e| p.error(e))?;
+    let view = st.tensor("black_hole_id").map_err(|_| {
+        p.error(format!(
+            "`{}` (input `{port}`) has no tensor `black_hole_id`; connect the `members` output of a \
+             `w.black_holes` stage",
+            path.display()
+        ))
+    })?;
+    if view.shape() != [rows] {
+        return Err(p.error(format!(
+            "`{}` (input `{port}`): `black_hole_id` has shape {:?}, but W has {rows} rows; were the \
+             black holes computed from this W?",
+            path.display(),
+            view.shape()
+        )));
+    }
+    let d = view.data();
+    let id: Vec<u32> = match view.dtype() {
+        Dtype::U8 => d.iter().map(|&x| x as u32).collect(),
+        Dtype::U16 => d
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+            .collect(),
+        Dtype::U32 => d
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        other => {
+            return Err(p.error(format!(
+                "`{}` (input `{port}`): `black_hole_id` has dtype {other}; expected U8, U16 or U32",
+                path.display()
+            )))
+        }
+    };
+    let k = id.iter().copied().max().unwrap_or(0) as usize;
+    let mut members = vec![Vec::new(); k];
+    for (t, &b) in id.iter().enumerate() {
+        if b != 0 {
+            members[b as usize - 1].push(t as u32);
+        }
+    }
+    Ok(BlackHoles { id, members })
+}
+
+/// Reads the BOOL tensor `name` [rows] of the single file on input `port` (e.g. a dead-set mask
+/// of `w.dead_sets`' `masks` output) as one bool per token.
+pub(crate) fn load_mask(
+    p: &Params<'_>,
+    port: &str,
+    name: &str,
+    rows: usize,
+) -> Result<Vec<bool>, StageError> {
+    let inputs = p.inputs(port)?;
+    if inputs.len() != 1 {
+        return Err(p.error(format!(
+            "input `{port}` takes one file, got {}",
+            inputs.len()
+        )));
+    }
+    let path = &inputs[0];
+    let mapped = MappedSafetensors::open(path).map_err(|e| p.error(e))?;
+    let st = mapped.parse(path).map_err(|e| p.error(e))?;
+    let view = st.tensor(name).map_err(|_| {
+        let mut names = st.names();
+        names.sort_unstable();
+        p.error(format!(
+            "`{}` (input `{port}`) has no mask `{name}`; it has {}",
+            path.display(),
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    if view.dtype() != Dtype::BOOL || view.shape() != [rows] {
+        return Err(p.error(format!(
+            "`{}` (input `{port}`): `{name}` is {} {:?}; expected BOOL [{rows}] (one flag per row of W)",
+            path.display(),
+            view.dtype(),
+            view.shape()
+        )));
+    }
+    Ok(view.data().iter().map(|&b| b != 0).collect())
+}

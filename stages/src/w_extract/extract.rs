@@ -113,7 +113,14 @@ pub(crate) fn write_outputs(
     if vocab.source.is_some() && vocab.tokens.len() < w.shape[0] {
         vocab.tokens.resize(w.shape[0], None);
     }
-    p.write_json(vocab_path, &VocabFile { format: VOCAB_FORMAT, source: &vocab.source, tokens: &vocab.tokens })
+    p.write_json(
+        vocab_path,
+        &VocabFile {
+            format: VOCAB_FORMAT,
+            source: &vocab.source,
+            tokens: &vocab.tokens,
+        },
+    )
 }
 
 /// The basename of `path` for metadata and messages that must not depend on its location.

@@ -2,5 +2,5 @@
 //! end on files they make themselves (`tensor.rs`). HDF5 inspection is tested in `api/tests/inspect.rs`. libtorch runs on 1 thread (the stages set it from `threads`).
 
 mod tensor;
-mod w_extract;
 mod w_analysis;
+mod w_extract;

@@ -263,14 +263,45 @@ fn more_than_255_black_holes_use_u16_ids() {
 }
 
 #[test]
-fn black_holes_reject_non_bf16_and_missing_tensors() {
+fn black_holes_work_on_f32_and_reject_other_dtypes_and_missing_tensors() {
     let dir = tempfile::tempdir().unwrap();
+    // F32 W: rows 0, 2 and 3 identical; row 1 differs from them by one ulp in one column; ±0 rows
+    // (4, 5) stay apart because identity is decided on bits.
+    let rows: [[f32; 4]; 6] = [
+        [0.5, -0.25, 3.0, 1e-3],
+        [0.5, -0.25, 3.0, f32::from_bits(1e-3f32.to_bits() + 1)],
+        [0.5, -0.25, 3.0, 1e-3],
+        [0.5, -0.25, 3.0, 1e-3],
+        [0.0; 4],
+        [-0.0; 4],
+    ];
+    let data: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let path = dir.path().join("w32.safetensors");
-    let data: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    write_w(&path, Dtype::F32, [3, 4], &data);
-    let e = black_holes(dir.path(), &path, json!({}), 1).unwrap_err();
+    write_w(&path, Dtype::F32, [6, 4], &data);
+    let o = black_holes(dir.path(), &path, json!({}), 1).unwrap();
+    assert_eq!(o.summary["populations"], json!([3]), "{}", o.summary);
+    assert_eq!(o.summary["representatives"], json!([0]), "{}", o.summary);
     assert!(
-        e.contains("F32") && e.contains("BF16") && e.contains("w.black_holes"),
+        o.table.lines().nth(1).unwrap().starts_with("1,3,0,0;2;3,"),
+        "{}",
+        o.table
+    );
+    let st = SafeTensors::deserialize(&o.members).unwrap();
+    let c = st.tensor("centroids").unwrap();
+    assert_eq!(
+        (c.dtype(), c.shape(), c.data()),
+        (Dtype::F32, &[1, 4][..], &data[..16])
+    );
+
+    let path16 = dir.path().join("w16.safetensors");
+    write_w(&path16, Dtype::F16, [3, 4], &[0u8; 24]);
+    let e = black_holes(dir.path(), &path16, json!({}), 1).unwrap_err();
+    assert!(
+        e.contains("F16") && e.contains("BF16 or F32") && e.contains("w.black_holes"),
         "{e}"
     );
     let e = black_holes(dir.path(), &path, json!({"tensor": "nope"}), 1).unwrap_err();

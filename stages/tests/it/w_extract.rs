@@ -747,7 +747,10 @@ fn fetched(path: &Path) -> bool {
         "{} is absent but AZIMUTH_REQUIRE_MODELS is set; run scripts/fetch-models.sh",
         path.display()
     );
-    eprintln!("skipped: {} is absent; run scripts/fetch-models.sh", path.display());
+    eprintln!(
+        "skipped: {} is absent; run scripts/fetch-models.sh",
+        path.display()
+    );
     false
 }
 

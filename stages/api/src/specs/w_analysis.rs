@@ -26,9 +26,9 @@ pub const BLACK_HOLES: StageSpec = StageSpec {
     name: "w.black_holes",
     version: 1,
     kind: StageKind::Analyzer,
-    summary: "black holes of W: groups of bit-identical bf16 rows, numbered by population (S04)",
+    summary: "black holes of W: groups of bit-identical rows, numbered by population (S04)",
     inputs: &[PortSpec {
-        doc: "a safetensors file holding W [V, D] as BF16 (identity is decided on raw bf16 bits)",
+        doc: "a safetensors file holding W [V, D] as BF16 or F32 (identity is decided on raw bits)",
         ..W_INPUT
     }],
     outputs: &[
@@ -49,7 +49,7 @@ pub const BLACK_HOLES: StageSpec = StageSpec {
         PortSpec {
             name: "members",
             doc: "safetensors: `black_hole_id` (U8, or U16 above 255 black holes) [V], 0 = none, \
-                  1 = largest; `black_hole_mask` (BOOL) [V]; `centroids` (BF16) [K, D]",
+                  1 = largest; `black_hole_mask` (BOOL) [V]; `centroids` (W's dtype) [K, D]",
             many: false,
             optional: false,
         },
