@@ -12,6 +12,10 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError>
     let families: &[FamilyDispatch] = &[
         crate::w_extract::dispatch,
         crate::w_analysis::dispatch,
+        crate::w_dead::dispatch,
+        crate::w_lattice::dispatch,
+        crate::w_pca::dispatch,
+        crate::w_tokens::dispatch,
         crate::tensor::dispatch,
     ];
     if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {

@@ -17,7 +17,11 @@ pub mod lattice;
 mod params;
 mod tensor;
 mod w_analysis;
+mod w_dead;
 mod w_extract;
+mod w_lattice;
+mod w_pca;
+mod w_tokens;
 
 pub use azimuth_stage_api::{
     catalogue, device, find, ParamSpec, ParamType, PortSpec, StageContext, StageError, StageKind,

@@ -89,6 +89,31 @@ impl<'a> Params<'a> {
         Ok(v.as_f64().expect("checked as Float"))
     }
 
+    pub(crate) fn boolean(&self, name: &str) -> Result<bool, StageError> {
+        let v = self.value(name)?;
+        Ok(v.as_bool().expect("checked as Bool"))
+    }
+
+    /// An `IntList` param.
+    pub(crate) fn int_list(&self, name: &str) -> Result<Vec<i64>, StageError> {
+        let v = self.value(name)?;
+        Ok(v.as_array()
+            .expect("checked as IntList")
+            .iter()
+            .map(|x| x.as_i64().expect("checked as IntList"))
+            .collect())
+    }
+
+    /// A `FloatList` param.
+    pub(crate) fn float_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
+        let v = self.value(name)?;
+        Ok(v.as_array()
+            .expect("checked as FloatList")
+            .iter()
+            .map(|x| x.as_f64().expect("checked as FloatList"))
+            .collect())
+    }
+
     /// A `Str` or `Choice` param.
     pub(crate) fn string(&self, name: &str) -> Result<String, StageError> {
         match self.value(name)? {
@@ -118,5 +143,10 @@ impl<'a> Params<'a> {
                 "input `{port}` is empty; connect at least one artifact to it in pipeline.yaml"
             ))),
         }
+    }
+
+    /// The artifacts connected to an optional input port (empty when it is not connected).
+    pub(crate) fn optional_inputs(&self, port: &str) -> &'a [PathBuf] {
+        self.ctx.inputs.get(port).map_or(&[], Vec::as_slice)
     }
 }

@@ -3,4 +3,8 @@
 
 mod tensor;
 mod w_analysis;
+mod w_dead;
 mod w_extract;
+mod w_lattice;
+mod w_pca;
+mod w_tokens;

@@ -9,11 +9,23 @@ use crate::StageSpec;
 
 pub mod tensor;
 pub mod w_analysis;
+pub mod w_dead;
 pub mod w_extract;
+pub mod w_lattice;
+pub mod w_pca;
+pub mod w_tokens;
 
 /// Every family's specs, in catalogue order. A new family adds its module here (and its
 /// `dispatch` in `azimuth-stages`' `impls.rs`); a new stage only touches its family's file.
-static FAMILIES: &[&[StageSpec]] = &[w_extract::SPECS, w_analysis::SPECS, tensor::SPECS];
+static FAMILIES: &[&[StageSpec]] = &[
+    w_extract::SPECS,
+    w_analysis::SPECS,
+    w_dead::SPECS,
+    w_lattice::SPECS,
+    w_pca::SPECS,
+    w_tokens::SPECS,
+    tensor::SPECS,
+];
 
 /// Every built-in stage, flattened once.
 pub(crate) fn all() -> &'static [StageSpec] {

@@ -1,0 +1,1 @@
+//! Tests of the `w_pca` family.
