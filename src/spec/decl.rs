@@ -69,6 +69,12 @@ pub enum RefDecl {
     Path {
         path: String,
     },
+    /// `{hf: ORG/NAME, revision: REV}`: a model in the local Hugging Face cache.
+    Hf {
+        repo: String,
+        revision: String,
+        span: Span,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -616,6 +622,50 @@ fn read_inputs(stage: &str, val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagn
 }
 
 fn read_ref(n: &Node) -> Result<RefDecl, Diagnostic> {
+    if let Some(repo) = n.get("hf") {
+        let map = n.as_map().expect("has a key");
+        if let Some((k, _)) = map
+            .iter()
+            .find(|(k, _)| !matches!(k.as_str(), Some("hf" | "revision")))
+        {
+            return Err(Diagnostic::new(
+                format!(
+                    "unknown key `{}` in a Hugging Face input",
+                    k.as_str().unwrap_or("?")
+                ),
+                k.span,
+            )
+            .hint("a Hugging Face input is `{hf: ORG/NAME}` or `{hf: ORG/NAME, revision: main}`"));
+        }
+        let Some(r) = repo.as_str() else {
+            return Err(Diagnostic::new(
+                "`hf` must be a model id string like `ORG/NAME`",
+                repo.span,
+            ));
+        };
+        if let Err(m) = super::hf::check_repo_id(r) {
+            return Err(Diagnostic::new(m, repo.span));
+        }
+        let revision = match n.get("revision") {
+            None => "main".to_string(),
+            Some(v) => match v.as_str() {
+                Some(s) if !s.is_empty() && !s.contains('/') && s != ".." && s != "." => {
+                    s.to_string()
+                }
+                _ => {
+                    return Err(Diagnostic::new(
+                        "`revision` must be a branch, tag or 40-hex commit of the cached model",
+                        v.span,
+                    ))
+                }
+            },
+        };
+        return Ok(RefDecl::Hf {
+            repo: r.to_string(),
+            revision,
+            span: n.span,
+        });
+    }
     if let Some(path) = n.get("path") {
         if n.as_map().map(|m| m.len()) != Some(1) {
             return Err(Diagnostic::new(
@@ -641,7 +691,7 @@ fn read_ref(n: &Node) -> Result<RefDecl, Diagnostic> {
             n.span,
         ));
     };
-    parse_ref(text).map_err(|m| Diagnostic::new(m, n.span).hint("write `stage.output`, `stage[key=value].output`, `stage[*].output` or `{path: file}`")).map(
+    parse_ref(text).map_err(|m| Diagnostic::new(m, n.span).hint("write `stage.output`, `stage[key=value].output`, `stage[*].output`, `{path: file}` or `{hf: ORG/NAME}`")).map(
         |(stage, selector, output)| RefDecl::Stage { stage, selector, output, span: n.span },
     )
 }

@@ -11,6 +11,7 @@
 //! What this module does not do: hash files, read the cache, or run anything.
 
 mod decl;
+pub mod hf;
 mod resolve;
 pub mod yaml;
 
@@ -91,7 +92,8 @@ pub struct Input {
 pub enum InputSource {
     /// An output of an upstream instance (index into [`Pipeline::instances`]).
     Upstream { instance: usize, output: String },
-    /// A file or directory in the workspace, relative to the pipeline root, tracked by content.
+    /// A file or directory tracked by content: relative to the pipeline root for `{path: ..}`,
+    /// absolute for a model resolved in the local Hugging Face cache (`{hf: ..}`, see [`hf`]).
     External { path: String },
 }
 

@@ -626,6 +626,34 @@ fn build_instance(
                 RefDecl::Path { path, .. } => {
                     sources.push(InputSource::External { path: path.clone() })
                 }
+                RefDecl::Hf {
+                    repo,
+                    revision,
+                    span,
+                } => {
+                    let resolved = match super::hf::hub_cache() {
+                        None => Err(super::hf::NotCached {
+                            message: format!("cannot find the Hugging Face cache for model `{repo}`: none of HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME, HOME is set"),
+                            hint: "set HF_HOME (the cache is $HF_HOME/hub) or HF_HUB_CACHE".into(),
+                        }),
+                        Some(root) => super::hf::snapshot_dir(&root, repo, revision),
+                    };
+                    match resolved {
+                        Ok(dir) => sources.push(InputSource::External {
+                            path: dir.to_string_lossy().into_owned(),
+                        }),
+                        Err(e) => diags.push(
+                            Diagnostic::new(
+                                format!(
+                                    "{} (input `{}` of stage `{}`)",
+                                    e.message, decl.port, s.name
+                                ),
+                                *span,
+                            )
+                            .hint(e.hint),
+                        ),
+                    }
+                }
                 RefDecl::Stage {
                     stage,
                     selector,

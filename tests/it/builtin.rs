@@ -136,3 +136,92 @@ fn a_failing_builtin_reports_the_stage_and_the_reason() {
         r.stderr
     );
 }
+
+/// A minimal safetensors file with one F32 tensor (written by hand: the root crate does not
+/// depend on `safetensors`).
+fn safetensors_f32(name: &str, shape: [usize; 2], values: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut header = format!(
+        r#"{{"{name}":{{"dtype":"F32","shape":[{},{}],"data_offsets":[0,{}]}}}}"#,
+        shape[0],
+        shape[1],
+        data.len()
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+#[test]
+fn a_model_id_resolves_in_the_local_hugging_face_cache_or_says_how_to_get_it() {
+    let p = Project::new();
+    p.pipeline(
+        "stages:\n  model:\n    uses: w.extract\n    inputs:\n      checkpoint: {hf: Org/Tiny}\n",
+    );
+    let hf_home = p.path().join("hf-home");
+    // Absent: a spec error at the input, with the download command, before anything runs.
+    let r = p
+        .command(&["run"])
+        .env("HF_HOME", &hf_home)
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("model `Org/Tiny` is not in the local Hugging Face cache"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hf download Org/Tiny") && err.contains("pipeline.yaml:5"),
+        "{err}"
+    );
+
+    // Cached: refs/main -> snapshots/<commit>/ whose files are symlinks into blobs/.
+    let entry = hf_home.join("hub/models--Org--Tiny");
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let snap = entry.join("snapshots").join(commit);
+    std::fs::create_dir_all(entry.join("blobs")).unwrap();
+    std::fs::create_dir_all(entry.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    let w = safetensors_f32(
+        "model.embed_tokens.weight",
+        [3, 2],
+        &[1.0, 2.0, 3.0, 4.0, 1.0, 2.0],
+    );
+    std::fs::write(entry.join("blobs/aaaa"), &w).unwrap();
+    std::fs::write(
+        entry.join("blobs/bbbb"),
+        br#"{"tie_word_embeddings": true}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../../blobs/aaaa", snap.join("model.safetensors")).unwrap();
+    std::os::unix::fs::symlink("../../blobs/bbbb", snap.join("config.json")).unwrap();
+    std::fs::write(entry.join("refs/main"), commit).unwrap();
+    let r = p
+        .command(&["run"])
+        .env("HF_HOME", &hf_home)
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    let out = std::fs::read(p.path().join("out/model/w")).unwrap();
+    assert!(
+        out.ends_with(&w[w.len() - 24..]),
+        "W is the cached tensor's bytes"
+    );
+    // The same model through HF_HUB_CACHE is the same input: nothing re-runs.
+    let r = p
+        .command(&["run"])
+        .env("HF_HUB_CACHE", hf_home.join("hub"))
+        .env_remove("HF_HOME")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success() && err.contains("1 fresh"), "{err}");
+}

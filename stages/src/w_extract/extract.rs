@@ -73,7 +73,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         ))
     })?;
     if meta.is_dir() {
-        return super::hf::extract_dir(&p, path, &tensor);
+        let dir = super::hf::hub_entry_snapshot(&p, path)?;
+        return super::hf::extract_dir(&p, dir.as_deref().unwrap_or(path), &tensor);
     }
     let mut magic = [0u8; 4];
     let n = std::fs::File::open(path)

@@ -2,7 +2,10 @@
 //! `model.safetensors.index.json` and its shards (every shard named in the index is mapped and
 //! its header checked; the index must agree with the headers), an optional `config.json`
 //! (`tie_word_embeddings`, top level or under `text_config`) and an optional `tokenizer.json`;
-//! or a single `.safetensors` file given directly (no config, no vocabulary).
+//! or a single `.safetensors` file given directly (no config, no vocabulary). A Hugging Face hub
+//! cache entry (`models--ORG--NAME/`, with `refs/` and `snapshots/`) stands for its snapshot at
+//! `refs/main` ([`hub_entry_snapshot`]); a snapshot directory itself is an ordinary checkout whose
+//! files are symlinks into `blobs/`.
 //!
 //! Choice of W with param `tensor` empty (auto): an output head ([`HEAD_NAMES`], first present),
 //! else an input embedding ([`EMBED_NAMES`]). When both exist and config.json does not say
@@ -38,6 +41,50 @@ pub(crate) const EMBED_NAMES: &[&str] = &[
 
 const INDEX: &str = "model.safetensors.index.json";
 const SINGLE: &str = "model.safetensors";
+
+/// If `dir` is a hub cache entry (`models--ORG--NAME` with `refs/` and `snapshots/`), the snapshot
+/// that `refs/main` names (or the only snapshot when there is no `refs/main`); `None` for any other
+/// directory. Never touches the network.
+pub(crate) fn hub_entry_snapshot(
+    p: &Params<'_>,
+    dir: &Path,
+) -> Result<Option<std::path::PathBuf>, StageError> {
+    let snapshots = dir.join("snapshots");
+    if !snapshots.is_dir() || dir.join(SINGLE).exists() || dir.join(INDEX).exists() {
+        return Ok(None);
+    }
+    let main = dir.join("refs").join("main");
+    let commit = match std::fs::read_to_string(&main) {
+        Ok(s) => s.trim().to_string(),
+        Err(_) => {
+            let mut all: Vec<String> = std::fs::read_dir(&snapshots)
+                .map_err(|e| p.error(format!("cannot list `{}`: {e}", snapshots.display())))?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            all.sort();
+            match all.as_slice() {
+                [one] => one.clone(),
+                _ => {
+                    return Err(p.error(format!(
+                        "`{}` is a Hugging Face cache entry without `refs/main` and with {} snapshots                          ({}); connect the snapshot directory you mean (`snapshots/<commit>`)",
+                        dir.display(),
+                        all.len(),
+                        all.join(", ")
+                    )))
+                }
+            }
+        }
+    };
+    let snap = snapshots.join(&commit);
+    if !snap.is_dir() {
+        return Err(p.error(format!(
+            "`{}` names commit {commit}, but `{}` is missing (an interrupted download?); download              the model again or connect an existing snapshot directory",
+            main.display(),
+            snap.display()
+        )));
+    }
+    Ok(Some(snap))
+}
 
 /// A memory-mapped safetensors file with its basename.
 struct Mapped {

@@ -232,6 +232,55 @@ fn hf_sharded_bf16_tied_is_bit_exact() {
     assert!(e.contains("inconsistent") && e.contains("`wx[m=1]`"), "{e}");
 }
 
+/// Lays out `src`'s files as a hub cache entry: `blobs/<name>` plus `snapshots/<commit>/<name>`
+/// symlinks, and `refs/main`. Returns (entry, snapshot).
+fn as_hub_entry(src: &Path, root: &Path, commit: &str) -> (PathBuf, PathBuf) {
+    let entry = root.join("models--Org--Tiny");
+    let snap = entry.join("snapshots").join(commit);
+    std::fs::create_dir_all(entry.join("blobs")).unwrap();
+    std::fs::create_dir_all(entry.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let blob = entry
+            .join("blobs")
+            .join(format!("blob-{}", e.file_name().to_string_lossy()));
+        std::fs::copy(e.path(), &blob).unwrap();
+        std::os::unix::fs::symlink(
+            Path::new("../../blobs").join(blob.file_name().unwrap()),
+            snap.join(e.file_name()),
+        )
+        .unwrap();
+    }
+    std::fs::write(entry.join("refs/main"), commit).unwrap();
+    (entry, snap)
+}
+
+#[test]
+fn hub_cache_entries_and_snapshots_extract_like_the_checkout() {
+    let plain = tempfile::tempdir().unwrap();
+    let emb = sharded_tied(plain.path());
+    let root = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let (entry, snap) = as_hub_entry(plain.path(), root.path(), commit);
+    let a = extract(&snap, json!({})).unwrap();
+    let b = extract(&entry, json!({})).unwrap();
+    assert_eq!(a.st().tensor("W").unwrap().data(), &emb[..]);
+    assert_eq!(a.w, b.w, "the entry stands for its refs/main snapshot");
+    // A second snapshot and no refs/main: ambiguous, and the error says what to connect.
+    std::fs::remove_file(entry.join("refs/main")).unwrap();
+    std::fs::create_dir_all(entry.join("snapshots/ffff")).unwrap();
+    let e = extract(&entry, json!({})).err().unwrap();
+    assert!(
+        e.contains("without `refs/main`") && e.contains("snapshots/<commit>"),
+        "{e}"
+    );
+    // refs/main naming a missing snapshot.
+    std::fs::write(entry.join("refs/main"), "abcd").unwrap();
+    let e = extract(&entry, json!({})).err().unwrap();
+    assert!(e.contains("interrupted download"), "{e}");
+}
+
 #[test]
 fn head_and_embedding_equal_is_ok_different_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
