@@ -944,3 +944,116 @@ fn real_qwen3_tokenizer_when_fetched() {
         tokens.len()
     );
 }
+
+/// Runs `w.synthetic_checkpoint` into `dir` (outputs `ckpt/` and `truth.json`).
+fn synthetic(dir: &Path, params: Value, threads: usize) -> Value {
+    let c = StageContext {
+        instance: "synth".into(),
+        inputs: Default::default(),
+        outputs: [
+            ("checkpoint".to_string(), dir.join("ckpt")),
+            ("truth".to_string(), dir.join("truth.json")),
+        ]
+        .into(),
+        params: params.as_object().unwrap().clone(),
+        device: "cpu".into(),
+        threads,
+    };
+    run("w.synthetic_checkpoint", &c).map_err(|e| e.0).unwrap();
+    serde_json::from_slice(&std::fs::read(dir.join("truth.json")).unwrap()).unwrap()
+}
+
+fn small_synthetic() -> Value {
+    json!({"rows": 3000, "cols": 64, "populations": [40, 20, 5, 5, 2], "singletons": 12,
+           "oort": 4, "halo": 300, "seed": 7})
+}
+
+#[test]
+fn synthetic_checkpoint_is_sharded_tied_deterministic_and_its_black_holes_are_exact() {
+    let a = tempfile::tempdir().unwrap();
+    let truth = synthetic(a.path(), small_synthetic(), 1);
+    let b = tempfile::tempdir().unwrap();
+    let truth_b = synthetic(b.path(), small_synthetic(), 2);
+    assert_eq!(truth, truth_b);
+    for f in [
+        "config.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+    ] {
+        let (x, y) = (a.path().join("ckpt").join(f), b.path().join("ckpt").join(f));
+        assert_eq!(
+            std::fs::read(&x).unwrap(),
+            std::fs::read(&y).unwrap(),
+            "{f} differs across threads"
+        );
+    }
+    // w.extract finds the tied embedding in shard 2 through the index.
+    let out = extract(&a.path().join("ckpt"), json!({})).unwrap();
+    let m = out.meta();
+    assert_eq!(m["source_tensor"], "model.embed_tokens.weight");
+    assert_eq!(m["source_file"], "model-00002-of-00003.safetensors");
+    let st = out.st();
+    let w = st.tensor("W").unwrap();
+    assert_eq!((w.dtype(), w.shape()), (Dtype::BF16, &[3000usize, 64][..]));
+    // The census of bit-identical rows is exactly the planted black holes.
+    let census = azimuth_stages::bf16::identical_rows(w.data(), 128);
+    let groups: Vec<Vec<u32>> = census
+        .groups
+        .iter()
+        .filter(|g| g.len() >= 2)
+        .cloned()
+        .collect();
+    let planted: Vec<Vec<u32>> = truth["black_holes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| serde_json::from_value(h["members"].clone()).unwrap())
+        .collect();
+    assert_eq!(groups, planted);
+    assert_eq!(truth["black_holes"][0]["population"], 40);
+    assert_eq!(truth["anchor"], planted[0][0]);
+    assert_eq!(
+        census.distinct,
+        3000 - 72 + 5,
+        "every other row is distinct"
+    );
+    assert_eq!(truth["rule_a"].as_array().unwrap().len(), 72 + 12);
+    assert_eq!(truth["rule_b"].as_array().unwrap().len(), 72 + 12 + 4);
+    // Every core row shares the anchor's exponents; Oort rows are tolerance+1 binades off.
+    let row = |t: u64| {
+        let t = t as usize;
+        azimuth_stages::bf16::patterns(&w.data()[t * 128..(t + 1) * 128])
+    };
+    let anchor = row(truth["anchor"].as_u64().unwrap());
+    for t in truth["rule_a"].as_array().unwrap() {
+        assert_eq!(
+            azimuth_stages::bf16::exponent_distance(&row(t.as_u64().unwrap()), &anchor),
+            0
+        );
+    }
+    for o in truth["oort"].as_array().unwrap() {
+        let d = azimuth_stages::bf16::exponent_distance(&row(o["id"].as_u64().unwrap()), &anchor);
+        assert!(d >= 6, "oort row at exponent distance {d}");
+    }
+    // Bad params are named.
+    let c = tempfile::tempdir().unwrap();
+    let bad = StageContext {
+        instance: "synth".into(),
+        inputs: Default::default(),
+        outputs: [
+            ("checkpoint".to_string(), c.path().join("ckpt")),
+            ("truth".to_string(), c.path().join("truth.json")),
+        ]
+        .into(),
+        params: json!({"rows": 100, "cols": 8, "populations": [5, 5], "halo": 0})
+            .as_object()
+            .unwrap()
+            .clone(),
+        device: "cpu".into(),
+        threads: 1,
+    };
+    let e = run("w.synthetic_checkpoint", &bad).unwrap_err().0;
+    assert!(e.contains("unique largest"), "{e}");
+}
