@@ -14,7 +14,7 @@
 
 pub(crate) mod centroid_angle;
 pub(crate) mod dead_sets;
-// GEO pub(crate) mod geography;
+pub(crate) mod geography;
 
 use rayon::prelude::*;
 
@@ -27,7 +27,7 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), Stag
     Some(match name {
         "w.dead_sets" => dead_sets::run(ctx),
         "w.centroid_angle" => centroid_angle::run(ctx),
-        // GEO        "w.geography" => geography::run(ctx),
+        "w.geography" => geography::run(ctx),
         _ => return None,
     })
 }

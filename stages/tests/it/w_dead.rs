@@ -608,3 +608,384 @@ fn rule_d_off_and_bad_inputs() {
     assert!(err.contains("F16"), "{err}");
     let _ = o.masks_path;
 }
+
+fn centroid_angle(
+    dir: &Path,
+    w: &Path,
+    bh: &Path,
+    threads: usize,
+) -> Result<(Value, Vec<u8>), String> {
+    let out = dir.join("angle.json");
+    run(
+        "w.centroid_angle",
+        &ctx(
+            json!({}),
+            &[("w", w), ("black_holes", bh)],
+            &[("summary", out.clone())],
+            threads,
+        ),
+    )
+    .map_err(|e| e.0)?;
+    let raw = std::fs::read(&out).unwrap();
+    Ok((serde_json::from_slice(&raw).unwrap(), raw))
+}
+
+fn close(v: &Value, x: f64) {
+    let y = v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"));
+    assert!((y - x).abs() <= 1e-12 * x.abs().max(1.0), "{y} vs {x}");
+}
+
+#[test]
+fn centroid_angle_matches_a_hand_computation() {
+    // Dead: (1, 0) ×3 and (0, 1) ×2 → centroid (0.6, 0.4); unweighted mean (0.5, 0.5).
+    // Live: (−1, 2) and (3, 0) → centroid (1, 1). μ = (5, 4) / 7.
+    let dir = tempfile::tempdir().unwrap();
+    let one = 0x3F80u16;
+    let rows: Vec<[u16; 2]> = vec![
+        [one, 0],
+        [0xBF80, 0x4000],
+        [0, one],
+        [one, 0],
+        [0x4040, 0],
+        [0, one],
+        [one, 0],
+    ];
+    let flat: Vec<u16> = rows.concat();
+    let path = dir.path().join("w.safetensors");
+    write_w(&path, Dtype::BF16, [7, 2], &bf16_bytes(&flat));
+    let bh = black_holes(dir.path(), &path);
+    let (s, raw1) = centroid_angle(dir.path(), &path, &bh, 1).unwrap();
+    assert_eq!(
+        (s["dead_tokens"].clone(), s["live_tokens"].clone()),
+        (json!(5), json!(2))
+    );
+    assert_eq!(s["note"], Value::Null);
+    let dead_norm = 0.52f64.sqrt();
+    close(&s["dead_centroid_norm"], dead_norm);
+    close(&s["live_centroid_norm"], 2f64.sqrt());
+    let cos = 1.0 / (dead_norm * 2f64.sqrt());
+    close(&s["cosine"], cos);
+    close(&s["angle_degrees"], cos.acos().to_degrees());
+    let per = s["per_black_hole"].as_array().unwrap();
+    assert_eq!(per.len(), 2);
+    assert_eq!(
+        (
+            per[0]["representative"].clone(),
+            per[0]["population"].clone()
+        ),
+        (json!(0), json!(3))
+    );
+    assert_eq!(
+        (
+            per[1]["representative"].clone(),
+            per[1]["population"].clone()
+        ),
+        (json!(2), json!(2))
+    );
+    for h in per {
+        close(&h["angle_to_live_degrees"], 45.0);
+    }
+    close(&s["black_hole_angle_min_degrees"], 45.0);
+    close(&s["black_hole_mean_norm"], 0.5f64.sqrt());
+    close(
+        &s["cosine_weighted_vs_unweighted"],
+        0.5 / (0.52f64.sqrt() * 0.5f64.sqrt()),
+    );
+    close(&s["mean_norm"], 41f64.sqrt() / 7.0);
+    close(
+        &s["dead_minus_mean_norm"],
+        ((0.6f64 - 5.0 / 7.0).powi(2) + (0.4f64 - 4.0 / 7.0).powi(2)).sqrt(),
+    );
+    let (_, raw2) = centroid_angle(dir.path(), &path, &bh, 2).unwrap();
+    assert_eq!(raw1, raw2);
+
+    // Without black holes: a summary that says there is no dead set.
+    let nodead = dir.path().join("nodead");
+    std::fs::create_dir(&nodead).unwrap();
+    let path = nodead.join("w.safetensors");
+    write_w(&path, Dtype::BF16, [3, 2], &bf16_bytes(&flat[..6]));
+    let bh = black_holes(&nodead, &path);
+    let (s, _) = centroid_angle(&nodead, &path, &bh, 1).unwrap();
+    assert_eq!(s["dead_tokens"], json!(0));
+    assert!(s["note"].as_str().unwrap().contains("no dead set"), "{s}");
+    assert_eq!(
+        (s["cosine"].clone(), s["angle_degrees"].clone()),
+        (Value::Null, Value::Null)
+    );
+    // live = (1, 0), (−1, 2), (0, 1) → centroid (0, 1)
+    close(&s["live_centroid_norm"], 1.0);
+}
+
+fn geography(
+    dir: &Path,
+    w: &Path,
+    bh: &Path,
+    dead: &Path,
+    params: Value,
+    threads: usize,
+) -> Result<(Value, String, String, Vec<Vec<u8>>), String> {
+    let outs = [
+        ("vectors", dir.join("geo_vectors.csv")),
+        ("summary", dir.join("geo_summary.json")),
+        ("extended", dir.join("geo_extended.csv")),
+    ];
+    run(
+        "w.geography",
+        &ctx(
+            params,
+            &[("w", w), ("black_holes", bh), ("dead", dead)],
+            &outs,
+            threads,
+        ),
+    )
+    .map_err(|e| e.0)?;
+    let raw: Vec<Vec<u8>> = outs
+        .iter()
+        .map(|(_, p)| std::fs::read(p).unwrap())
+        .collect();
+    Ok((
+        serde_json::from_slice(&raw[1]).unwrap(),
+        String::from_utf8(raw[0].clone()).unwrap(),
+        String::from_utf8(raw[2].clone()).unwrap(),
+        raw,
+    ))
+}
+
+#[test]
+fn geography_of_the_planted_rule_a_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, bh) = setup(dir.path(), Dtype::BF16);
+    let dead = dead_sets(dir.path(), &w, &bh, json!({"window": 20}), 1)
+        .unwrap()
+        .masks_path;
+    let params = json!({"extended": [1e-3, 3e-3]});
+    let (s, vectors, extended, raw1) =
+        geography(dir.path(), &w, &bh, &dead, params.clone(), 1).unwrap();
+    // Set: A (5), A+1 col 0 (3), A+2 col 1 (2), S (1, 2, 3 U; 1 U), E (≈6e-9, 7e-9), shell 20…60 U.
+    assert_eq!(
+        (s["tokens"].clone(), s["vectors"].clone()),
+        (json!(27), json!(20))
+    );
+    assert_eq!(
+        (s["black_holes"].clone(), s["singletons"].clone()),
+        (json!(3), json!(17))
+    );
+    assert_eq!(s["anchor_token"], json!(3));
+    let e1 = 0.75 / (1u64 << 27) as f64;
+    let e2 = (1.0 - 1.0 / 32.0) / (1u64 << 27) as f64;
+    let mut r = vec![0.0, e1, e2, U, U, U, 2.0 * U, 2.0 * U, 3.0 * U];
+    r.extend((0..11).map(|k| (20 + 4 * k) as f64 * U));
+    let pct = |q: f64| {
+        let pos = q / 100.0 * 19.0;
+        let lo = pos.floor() as usize;
+        r[lo] + (r[(lo + 1).min(19)] - r[lo]) * (pos - lo as f64)
+    };
+    let rs = &s["r"];
+    close(&rs["min"], 0.0);
+    close(&rs["median"], 22.0 * U);
+    close(&rs["max"], 60.0 * U);
+    close(&rs["mean"], r.iter().sum::<f64>() / 20.0);
+    close(&rs["p90"], pct(90.0));
+    close(&rs["p99"], pct(99.0));
+    // core (r < 5e-5 < U): A, E1, E2.
+    assert_eq!(
+        s["core"],
+        json!({"vectors": 3, "tokens": 7, "tokens_per_vector": 7.0 / 3.0, "black_holes": 1, "singletons": 2})
+    );
+    assert_eq!(
+        s["oort"],
+        json!({"vectors": 17, "tokens": 20, "tokens_per_vector": 20.0 / 17.0, "black_holes": 2, "singletons": 15})
+    );
+    let bands: Vec<(u64, u64)> = s["bands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["vectors"].as_u64().unwrap(),
+                b["tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bands,
+        [(3, 7), (3, 5), (3, 4), (0, 0), (11, 11), (0, 0), (0, 0)]
+    );
+    assert_eq!(s["bands"][6]["upper"], Value::Null);
+    // 20 bins of width 1.1 · 60 U / 20 = 3.3 U: [0, 3.3 U) holds 9 vectors, 20 U → bin 7 …
+    let bins = s["bins"].as_array().unwrap();
+    assert_eq!(bins.len(), 20);
+    close(&bins[0]["upper"], 3.3 * U);
+    let counts: Vec<u64> = bins
+        .iter()
+        .map(|b| b["vectors"].as_u64().unwrap())
+        .collect();
+    let mut expected = vec![0u64; 20];
+    expected[0] = 9;
+    for k in 0..11 {
+        expected[((20 + 4 * k) as f64 / 3.3) as usize] += 1;
+    }
+    assert_eq!(counts, expected);
+    assert_eq!(bins[0]["tokens"], json!(16));
+    assert_eq!(s["inner_half"]["vectors"], json!(10));
+    assert_eq!(s["inner_half"]["tokens"], json!(17));
+    close(&s["nearest_neighbour"]["max"], 4.0 * U);
+    close(&s["nearest_neighbour"]["min"], e2 - e1);
+    close(&s["max_pairwise"], 3609f64.sqrt() * U);
+    let a_norm = anchor().iter().map(|&b| val(b).powi(2)).sum::<f64>().sqrt();
+    close(&s["anchor_norm"], a_norm);
+    close(
+        &s["diameter_percent_of_anchor_norm"],
+        100.0 * 60.0 * U / a_norm,
+    );
+    let o = &s["outlier"];
+    assert_eq!(
+        (o["token"].clone(), o["tokens"].clone()),
+        (json!(SHELL[10]), json!(1))
+    );
+    close(&o["r"], 60.0 * U);
+    close(&o["nn_distance"], 4.0 * U);
+    assert_eq!(
+        (
+            o["exponent_distance"].clone(),
+            o["exponent_histogram"].clone()
+        ),
+        (json!(0), json!([8]))
+    );
+    assert_eq!(s["second_farthest"]["token"], json!(SHELL[9]));
+    close(&s["second_farthest"]["gap_ratio"], 60.0 / 56.0);
+    // extended shell [1e-3, 3e-3): 20, 24, …, 48 U.
+    assert_eq!(s["extended"]["tokens"], json!(8));
+    assert_eq!(s["extended"]["in_set"], json!(8));
+    assert_eq!(extended.lines().count(), 9);
+    assert_eq!(
+        extended.lines().nth(1).unwrap(),
+        format!("{},{},true", SHELL[0], (20.0 * U) as f32)
+    );
+    assert_eq!(s["near_tokens"], json!(28));
+    assert!(s["pca"]["pc1_percent"].as_f64().unwrap() > 90.0);
+    let first = vectors.lines().nth(1).unwrap();
+    assert_eq!(first, format!("1,1,0,{},{},oort,2", U as f32, U as f32));
+    assert!(vectors.contains("\n3,5,1,0,"));
+    let (_, _, _, raw2) = geography(dir.path(), &w, &bh, &dead, params.clone(), 2).unwrap();
+    assert_eq!(raw1, raw2);
+
+    // The rule-B set has no shell rows: the extended shell is all outside it.
+    let (s, _, _, _) = geography(
+        dir.path(),
+        &w,
+        &bh,
+        &dead,
+        json!({"mask": "rule_b", "extended": [1e-3, 3e-3]}),
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        (s["tokens"].clone(), s["extended"]["in_set"].clone()),
+        (json!(17), json!(0))
+    );
+    assert_eq!(s["extended"]["tokens"], json!(8));
+
+    // Errors: too many vectors, unknown mask, bad bands.
+    let err = geography(dir.path(), &w, &bh, &dead, json!({"max_vectors": 19}), 1).unwrap_err();
+    assert!(err.contains("max_vectors"), "{err}");
+    let err = geography(dir.path(), &w, &bh, &dead, json!({"mask": "rule_c"}), 1).unwrap_err();
+    assert!(err.contains("no mask `rule_c`"), "{err}");
+    let err = geography(
+        dir.path(),
+        &w,
+        &bh,
+        &dead,
+        json!({"bands": [0, 1e-3, 1e-4]}),
+        1,
+    )
+    .unwrap_err();
+    assert!(err.contains("ascending"), "{err}");
+}
+
+#[test]
+fn geography_pca_shares_of_a_planted_cross() {
+    // Offsets (col 0, col 4) in ULPs: (0, 0) ×2 (the black hole), (±2, 0), (0, ±1): scatter
+    // 8 U² along column 0 and 2 U² along column 4 → PC1 80 %, PC2 20 %.
+    let dir = tempfile::tempdir().unwrap();
+    let a = anchor();
+    let at = |d0: i16, d4: i16| {
+        let mut r = a.clone();
+        r[0] = (r[0] as i16 + d0) as u16;
+        r[4] = (r[4] as i16 + d4) as u16;
+        r
+    };
+    let mut rows = vec![at(0, 0), at(2, 0), at(0, 0), at(-2, 0), at(0, 1), at(0, -1)];
+    rows.extend((0..4u16).map(|k| vec![pat(0, 130, k); D]));
+    let path = dir.path().join("w.safetensors");
+    write_w(
+        &path,
+        Dtype::BF16,
+        [rows.len(), D],
+        &bf16_bytes(&rows.concat()),
+    );
+    let bh = black_holes(dir.path(), &path);
+    let dead = dead_sets(dir.path(), &path, &bh, json!({}), 1)
+        .unwrap()
+        .masks_path;
+    let (s, _, _, _) = geography(dir.path(), &path, &bh, &dead, json!({}), 1).unwrap();
+    assert_eq!(s["vectors"], json!(5));
+    let pca = &s["pca"];
+    assert_eq!(
+        (pca["matrix"].clone(), pca["size"].clone()),
+        (json!("gram"), json!(5))
+    );
+    close(&pca["pc1_percent"], 80.0);
+    close(&pca["pc2_percent"], 20.0);
+    close(&pca["trace"], 10.0 * U * U);
+
+    // No black hole: no anchor.
+    let flat: Vec<u16> = rows[1..].concat();
+    let path2 = dir.path().join("w2.safetensors");
+    write_w(&path2, Dtype::BF16, [rows.len() - 1, D], &bf16_bytes(&flat));
+    let nodir = dir.path().join("no");
+    std::fs::create_dir(&nodir).unwrap();
+    let bh2 = black_holes(&nodir, &path2);
+    let dead2 = dead_sets(&nodir, &path2, &bh2, json!({}), 1)
+        .unwrap()
+        .masks_path;
+    let err = geography(&nodir, &path2, &bh2, &dead2, json!({}), 1).unwrap_err();
+    assert!(err.contains("no anchor"), "{err}");
+}
+
+/// Runs the three stages on the extracted SmolLM2 W (F32 [49152, 576]) and prints the summaries.
+/// `cargo test --release -p azimuth-stages --test it real_smollm2_dead_stages -- --ignored --nocapture`
+#[test]
+#[ignore = "needs /work/main/out/smollm2/w.safetensors (or AZIMUTH_DEAD_W)"]
+fn real_smollm2_dead_stages() {
+    let w = PathBuf::from(
+        std::env::var("AZIMUTH_DEAD_W").unwrap_or("/work/main/out/smollm2/w.safetensors".into()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let bh = black_holes(dir.path(), &w);
+    println!("black holes: {:.2?}", t.elapsed());
+    println!(
+        "{}",
+        std::fs::read_to_string(dir.path().join("bh_summary.json")).unwrap()
+    );
+    let t = std::time::Instant::now();
+    let o = dead_sets(dir.path(), &w, &bh, json!({}), 2).unwrap();
+    println!("dead_sets: {:.2?}", t.elapsed());
+    println!(
+        "{}\n{}",
+        o.sweep,
+        serde_json::to_string_pretty(&o.summary).unwrap()
+    );
+    let (s, _) = centroid_angle(dir.path(), &w, &bh, 2).unwrap();
+    println!("{}", serde_json::to_string_pretty(&s).unwrap());
+    let t = std::time::Instant::now();
+    match geography(dir.path(), &w, &bh, &o.masks_path, json!({}), 2) {
+        Ok((s, _, _, _)) => println!(
+            "geography {:.2?}: {}",
+            t.elapsed(),
+            serde_json::to_string_pretty(&s).unwrap()
+        ),
+        Err(e) => println!("geography: {e}"),
+    }
+}
