@@ -204,7 +204,7 @@ impl Identity {
 }
 
 /// Everything the stage computes, before formatting.
-struct Result_ {
+struct Computed {
     d_exp: Option<Vec<u32>>,
     sweep: Vec<SweepRow>,
     rule_a: Vec<bool>,
@@ -437,7 +437,7 @@ fn check_black_holes(p: &Params<'_>, m: &Matrix<'_>, bh: &BlackHoles) -> Result<
     Ok(())
 }
 
-fn compute(m: &Matrix<'_>, f: Format, bh: &BlackHoles, cfg: &Config) -> Result_ {
+fn compute(m: &Matrix<'_>, f: Format, bh: &BlackHoles, cfg: &Config) -> Computed {
     let rows = m.rows;
     let identity = Identity::of(m);
     let anchor = bh.members.first().map(|g| g[0] as usize);
@@ -589,7 +589,7 @@ fn compute(m: &Matrix<'_>, f: Format, bh: &BlackHoles, cfg: &Config) -> Result_ 
         }
     }
 
-    Result_ {
+    Computed {
         d_exp,
         sweep,
         rule_a,

@@ -716,6 +716,9 @@ fn centroid_angle_matches_a_hand_computation() {
     close(&s["live_centroid_norm"], 1.0);
 }
 
+/// `w.geography`'s summary, vectors CSV, extended CSV and the raw bytes of all three.
+type GeoOuts = (Value, String, String, Vec<Vec<u8>>);
+
 fn geography(
     dir: &Path,
     w: &Path,
@@ -723,7 +726,7 @@ fn geography(
     dead: &Path,
     params: Value,
     threads: usize,
-) -> Result<(Value, String, String, Vec<Vec<u8>>), String> {
+) -> Result<GeoOuts, String> {
     let outs = [
         ("vectors", dir.join("geo_vectors.csv")),
         ("summary", dir.join("geo_summary.json")),
@@ -956,11 +959,10 @@ fn geography_pca_shares_of_a_planted_cross() {
 /// Runs the three stages on the extracted SmolLM2 W (F32 [49152, 576]) and prints the summaries.
 /// `cargo test --release -p azimuth-stages --test it real_smollm2_dead_stages -- --ignored --nocapture`
 #[test]
-#[ignore = "needs /work/main/out/smollm2/w.safetensors (or AZIMUTH_DEAD_W)"]
+#[ignore = "needs /work/main/out/smollm2/w (or AZIMUTH_DEAD_W)"]
 fn real_smollm2_dead_stages() {
-    let w = PathBuf::from(
-        std::env::var("AZIMUTH_DEAD_W").unwrap_or("/work/main/out/smollm2/w.safetensors".into()),
-    );
+    let w =
+        PathBuf::from(std::env::var("AZIMUTH_DEAD_W").unwrap_or("/work/main/out/smollm2/w".into()));
     let dir = tempfile::tempdir().unwrap();
     let t = std::time::Instant::now();
     let bh = black_holes(dir.path(), &w);
