@@ -55,7 +55,7 @@ impl Format {
     }
 
     /// Reads element `j` of little-endian `bytes` as a bit pattern.
-    #[inline]
+    #[inline(always)]
     pub fn pattern(self, bytes: &[u8], j: usize) -> u32 {
         match self {
             Format::Bf16 => u16::from_le_bytes([bytes[2 * j], bytes[2 * j + 1]]) as u32,
@@ -76,7 +76,7 @@ impl Format {
     }
 
     /// The exact f32 value (the bf16 up-cast is exact).
-    #[inline]
+    #[inline(always)]
     pub fn to_f32(self, b: u32) -> f32 {
         match self {
             Format::Bf16 => f32::from_bits(b << 16),
@@ -85,13 +85,13 @@ impl Format {
     }
 
     /// The exact value as f64.
-    #[inline]
+    #[inline(always)]
     pub fn to_f64(self, b: u32) -> f64 {
         self.to_f32(b) as f64
     }
 
     /// Stored (biased) 8-bit exponent field.
-    #[inline]
+    #[inline(always)]
     pub fn exponent(self, b: u32) -> u8 {
         ((b >> self.mantissa_bits()) & 0xFF) as u8
     }
@@ -113,7 +113,7 @@ impl Format {
     }
 
     /// Sign-aware ordinal (bit-space) key, monotone in the value over non-NaN patterns.
-    #[inline]
+    #[inline(always)]
     pub fn ordinal(self, b: u32) -> i64 {
         let s = self.sign_bit();
         if b & s != 0 {
@@ -124,7 +124,7 @@ impl Format {
     }
 
     /// Representable steps between two values: |ordinal(a) − ordinal(b)|.
-    #[inline]
+    #[inline(always)]
     pub fn ordinal_distance(self, a: u32, b: u32) -> u64 {
         self.ordinal(a).abs_diff(self.ordinal(b))
     }
@@ -135,30 +135,56 @@ fn pow2(k: i32) -> f64 {
     f64::from_bits(((k + 1023) as u64) << 52)
 }
 
+/// Folds `op` over the element patterns of two little-endian rows, with the format dispatched
+/// once outside the loop (so the loop is tight enough for the compiler to vectorise).
+#[inline(always)]
+pub fn fold_pairs<A>(f: Format, a: &[u8], b: &[u8], init: A, op: impl Fn(A, u32, u32) -> A) -> A {
+    assert_eq!(a.len(), b.len(), "rows of different lengths");
+    match f {
+        Format::Bf16 => a.chunks_exact(2).zip(b.chunks_exact(2)).fold(init, |acc, (x, y)| {
+            op(acc, u16::from_le_bytes([x[0], x[1]]) as u32, u16::from_le_bytes([y[0], y[1]]) as u32)
+        }),
+        Format::F32 => a.chunks_exact(4).zip(b.chunks_exact(4)).fold(init, |acc, (x, y)| {
+            op(
+                acc,
+                u32::from_le_bytes([x[0], x[1], x[2], x[3]]),
+                u32::from_le_bytes([y[0], y[1], y[2], y[3]]),
+            )
+        }),
+    }
+}
+
 /// L∞ of two little-endian rows in bit space (max ordinal distance over positions).
 pub fn linf_ordinal(f: Format, a: &[u8], b: &[u8]) -> u64 {
-    assert_eq!(a.len(), b.len(), "rows of different lengths");
-    (0..a.len() / f.bytes())
-        .map(|j| f.ordinal_distance(f.pattern(a, j), f.pattern(b, j)))
-        .max()
-        .unwrap_or(0)
+    fold_pairs(f, a, b, 0u64, |m, x, y| m.max(f.ordinal_distance(x, y)))
 }
 
 /// L1 of two little-endian rows in bit space (sum of ordinal distances).
 pub fn l1_ordinal(f: Format, a: &[u8], b: &[u8]) -> u64 {
-    assert_eq!(a.len(), b.len(), "rows of different lengths");
-    (0..a.len() / f.bytes())
-        .map(|j| f.ordinal_distance(f.pattern(a, j), f.pattern(b, j)))
-        .sum()
+    fold_pairs(f, a, b, 0u64, |s, x, y| s + f.ordinal_distance(x, y))
 }
 
 /// Exponent-space distance of two rows (S02): max |E(a_i) − E(b_i)|.
 pub fn exponent_distance(f: Format, a: &[u8], b: &[u8]) -> u32 {
-    assert_eq!(a.len(), b.len(), "rows of different lengths");
-    (0..a.len() / f.bytes())
-        .map(|j| (f.exponent(f.pattern(a, j)) as i32).abs_diff(f.exponent(f.pattern(b, j)) as i32))
-        .max()
-        .unwrap_or(0)
+    let shift = f.mantissa_bits();
+    fold_pairs(f, a, b, 0u32, |m, x, y| {
+        m.max(((x >> shift) & 0xFF).abs_diff((y >> shift) & 0xFF))
+    })
+}
+
+/// Σ (value_i − c_i)² of a little-endian row against `c`, in f64 (exact products of the exact
+/// element values, summed in index order).
+pub fn squared_distance_f64(f: Format, row: &[u8], c: &[f64]) -> f64 {
+    match f {
+        Format::Bf16 => row.chunks_exact(2).zip(c).fold(0.0, |s, (x, &cj)| {
+            let d = f32::from_bits((u16::from_le_bytes([x[0], x[1]]) as u32) << 16) as f64 - cj;
+            s + d * d
+        }),
+        Format::F32 => row.chunks_exact(4).zip(c).fold(0.0, |s, (x, &cj)| {
+            let d = f32::from_le_bytes([x[0], x[1], x[2], x[3]]) as f64 - cj;
+            s + d * d
+        }),
+    }
 }
 
 /// Appends the exact f32 values of a little-endian row to `out` (cleared first).

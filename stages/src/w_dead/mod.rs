@@ -55,12 +55,7 @@ pub(crate) fn row_f64(f: Format, row: &[u8]) -> Vec<f64> {
 
 /// ‖row − c‖₂, accumulated in f64 in column order.
 pub(crate) fn l2_to(f: Format, row: &[u8], c: &[f64]) -> f64 {
-    let mut s = 0.0f64;
-    for (j, &cj) in c.iter().enumerate() {
-        let d = f.to_f64(f.pattern(row, j)) - cj;
-        s += d * d;
-    }
-    s.sqrt()
+    crate::lattice::squared_distance_f64(f, row, c).sqrt()
 }
 
 /// ‖a − b‖₂ of two f64 vectors.
