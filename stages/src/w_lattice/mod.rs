@@ -13,6 +13,7 @@
 //! Every stage runs on `ctx.threads` rayon threads and its outputs never depend on that number
 //! (floating-point reductions are done in a fixed order).
 
+pub(crate) mod exponents;
 pub(crate) mod topology;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::{StageContext, StageError};
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), StageError>> {
     Some(match name {
         "w.topology" => topology::run(ctx),
+        "w.exponents" => exponents::run(ctx),
         _ => return None,
     })
 }

@@ -484,3 +484,342 @@ fn topology_rejects_bad_inputs_with_clear_errors() {
     .unwrap_err();
     assert!(e.contains("disagrees with W") && e.contains("recompute"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// w.exponents
+
+/// Encodes f32 values as BF16 (they must be exact in bf16) or F32 bytes.
+fn encode(values: &[f32], bytes: usize) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&x| {
+            if bytes == 2 {
+                let b = azimuth_stages::bf16::from_f32(x);
+                assert_eq!(azimuth_stages::bf16::to_f32(b), x, "{x} is not a bf16 value");
+                b.to_le_bytes().to_vec()
+            } else {
+                x.to_le_bytes().to_vec()
+            }
+        })
+        .collect()
+}
+
+/// Ten tokens × 4. Black hole 1 = A (tokens 1, 4, 7), 2 = B (2, 9), 3 = C (5, 6); live 0, 3, 8.
+/// Exponents: A and B [126, 125, 0, 128]; C [126, 124, 0, 128].
+fn planted_exponents() -> Vec<f32> {
+    let a = [0.5, -0.25, 0.0, 3.0];
+    let b = [0.75, -0.375, -0.0, 2.5];
+    let c = [0.5, 0.125, 0.0, 3.0];
+    let rows: [[f32; 4]; 10] = [
+        [1.0, 1.0, 1.0, -2.0],
+        a,
+        b,
+        [1.0, 0.5, 4.0, 1.0],
+        a,
+        c,
+        c,
+        a,
+        [0.0625, 1.0, 1.0, 1.0],
+        b,
+    ];
+    rows.iter().flatten().copied().collect()
+}
+
+fn exponents(dir: &Path, w: &Path, members: &Path, threads: usize) -> Result<Outs, String> {
+    run_stage(
+        "w.exponents",
+        dir,
+        json!({}),
+        &[("w", w), ("black_holes", members)],
+        &["histogram", "summary"],
+        threads,
+    )
+}
+
+/// Population mean and std of |x| over `values`, the textbook way.
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|x| x.abs()).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|x| (x.abs() - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, var.sqrt())
+}
+
+#[test]
+fn exponent_histograms_and_statistics_of_a_planted_w() {
+    for (bytes, dtype, mantissa) in [(2usize, Dtype::BF16, 7i32), (4, Dtype::F32, 23)] {
+        let dir = tempfile::tempdir().unwrap();
+        let values = planted_exponents();
+        let w = dir.path().join("w.safetensors");
+        write_w(&w, dtype, [10, 4], &encode(&values, bytes));
+        let members = black_holes(dir.path(), &w);
+        let o = exponents(dir.path(), &w, &members, 2).unwrap();
+        assert_eq!(
+            text(&o, "histogram"),
+            "exponent,bh_vectors,bh_tokens,live\n0,3,7,0\n123,0,0,1\n124,1,2,0\n125,2,5,0\n\
+             126,3,7,1\n127,0,0,8\n128,3,7,1\n129,0,0,1\n",
+            "{dtype}"
+        );
+        let s = json_of(&o, "summary");
+        assert_eq!(
+            (
+                s["black_holes"].clone(),
+                s["black_hole_tokens"].clone(),
+                s["live_tokens"].clone()
+            ),
+            (json!(3), json!(7), json!(3))
+        );
+        assert_eq!(
+            s["agreement"],
+            json!({"all_share_every_exponent": false, "pairs": 3, "pairs_agreeing_everywhere": 1,
+                   "min_agree": 3, "listed_all": true, "listed": [{"a": 1, "b": 2, "agree": 4},
+                   {"a": 1, "b": 3, "agree": 3}, {"a": 2, "b": 3, "agree": 3}]})
+        );
+        assert_eq!(s["black_hole_exponents"]["values"], json!([0, 124, 125, 126, 128]));
+        assert_eq!(s["black_hole_exponents"]["gaps"], json!([127]));
+        assert_eq!(
+            s["live_exponents"],
+            json!({"values": 12, "distinct": 5, "min": 123, "max": 129, "mode": 127,
+                   "mode_fraction": 8.0 / 12.0})
+        );
+        assert_eq!(s["bh_token_exponents"]["mode"], json!(0)); // E=0, 126, 128 tie at 7
+        let row = |t: usize| values[t * 4..t * 4 + 4].iter().map(|&x| x as f64);
+        let bh_vals: Vec<f64> = [1, 2, 4, 5, 6, 7, 9].iter().flat_map(|&t| row(t)).collect();
+        let live_vals: Vec<f64> = [0, 3, 8].iter().flat_map(|&t| row(t)).collect();
+        for (key, vals, max) in [("abs_bh_tokens", &bh_vals, 3.0), ("abs_live", &live_vals, 4.0)] {
+            let (mean, std) = mean_std(vals);
+            let a = &s[key];
+            assert_eq!(a["values"], json!(vals.len()), "{key}");
+            assert!(close(&a["mean"], mean) && close(&a["std"], std), "{key}: {a}");
+            assert_eq!(a["max"], json!(max), "{key}");
+        }
+        // anchor A: exponents [126, 125, 0, 128]; ULP 2^(max(E,1) − 127 − mantissa bits)
+        let an = &s["anchor"];
+        assert_eq!(
+            (an["representative"].clone(), an["population"].clone()),
+            (json!(1), json!(3))
+        );
+        let e = [126.0f64, 125.0, 0.0, 128.0];
+        let (emean, _) = mean_std(&e);
+        let estd = (e.iter().map(|x| (x - emean).powi(2)).sum::<f64>() / 4.0).sqrt();
+        assert_eq!(
+            (an["exponent"]["min"].clone(), an["exponent"]["max"].clone()),
+            (json!(0.0), json!(128.0))
+        );
+        assert!(close(&an["exponent"]["mean"], 94.75) && close(&an["exponent"]["std"], estd));
+        assert_eq!(an["exponent"]["median"], json!(125.5));
+        let pow2 = |k: i32| f64::from_bits(((k + 1023) as u64) << 52); // exact, unlike powi
+        let ulp = |e: i32| pow2(e.max(1) - 127 - mantissa);
+        let u = &an["ulp"];
+        // (serde_json's default float parser may be one ulp off, hence relative comparisons)
+        let rel = |v: &Value, want: f64| (v.as_f64().unwrap() / want - 1.0).abs() < 1e-15;
+        assert!(rel(&u["min"], ulp(0)) && rel(&u["max"], ulp(128)), "{u}");
+        assert!(rel(&u["ratio"], pow2(127)), "{u}");
+        assert!(rel(&u["median"], (ulp(125) + ulp(126)) / 2.0), "{u}");
+        assert!(rel(&u["mean"], (ulp(126) + ulp(125) + ulp(0) + ulp(128)) / 4.0), "{u}");
+    }
+}
+
+/// A random BF16 matrix of `rows` × 8 with duplicated rows (black holes) every 7th row.
+fn random_w(rows: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut w: Vec<u16> = (0..rows * 8)
+        .map(|_| {
+            let r = next();
+            ((r as u16) & 0x8000) | ((100 + (r >> 20) % 30) as u16) << 7 | ((r >> 40) as u16 & 0x7F)
+        })
+        .collect();
+    for t in (7..rows).step_by(7) {
+        let src = (t % 3) * 8;
+        let row: Vec<u16> = w[src..src + 8].to_vec();
+        w[t * 8..t * 8 + 8].copy_from_slice(&row);
+    }
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn exponents_without_black_holes_and_determinism_across_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 1500; // three blocks of the streaming pass
+    let w = dir.path().join("w.safetensors");
+    write_w(&w, Dtype::BF16, [rows, 8], &random_w(rows, 3));
+    let members = black_holes(dir.path(), &w);
+    let a = exponents(dir.path(), &w, &members, 1).unwrap();
+    let b = exponents(dir.path(), &w, &members, 3).unwrap();
+    assert_eq!(a, b, "outputs differ between 1 and 3 threads");
+    let s = json_of(&a, "summary");
+    assert_eq!(s["black_holes"], json!(3));
+    assert_eq!(s["agreement"]["pairs"], json!(3));
+    let total: u64 = s["bh_token_exponents"]["values"].as_u64().unwrap()
+        + s["live_exponents"]["values"].as_u64().unwrap();
+    assert_eq!(total, rows as u64 * 8);
+
+    // no black holes at all: everything is live, no anchor
+    let none = dir.path().join("none.safetensors");
+    let ids = vec![0u8; rows];
+    let view = TensorView::new(Dtype::U8, vec![rows], &ids).unwrap();
+    safetensors::tensor::serialize_to_file([("black_hole_id", view)], None, &none).unwrap();
+    let o = exponents(dir.path(), &w, &none, 2).unwrap();
+    let s = json_of(&o, "summary");
+    assert_eq!(s["black_holes"], json!(0));
+    assert_eq!(s["anchor"], Value::Null);
+    assert_eq!(s["agreement"]["all_share_every_exponent"], Value::Null);
+    assert_eq!(s["live_exponents"]["values"], json!(rows * 8));
+    assert_eq!(s["abs_bh_tokens"]["mean"], Value::Null);
+    // live exponents of the random rows lie in 100..=129
+    assert_eq!(
+        (s["live_exponents"]["min"].clone(), s["live_exponents"]["max"].clone()),
+        (json!(100), json!(129))
+    );
+
+    // black holes of a different W are caught
+    let other = dir.path().join("other.safetensors");
+    let mut ids = vec![0u8; rows];
+    ids[0] = 1;
+    ids[1] = 1;
+    let view = TensorView::new(Dtype::U8, vec![rows], &ids).unwrap();
+    safetensors::tensor::serialize_to_file([("black_hole_id", view)], None, &other).unwrap();
+    let e = exponents(dir.path(), &w, &other, 1).unwrap_err();
+    assert!(e.contains("disagrees with W") && e.contains("w.exponents"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// w.quantization
+
+fn quantization(
+    dir: &Path,
+    w: &Path,
+    masks: &Path,
+    params: Value,
+    threads: usize,
+) -> Result<Outs, String> {
+    run_stage(
+        "w.quantization",
+        dir,
+        params,
+        &[("w", w), ("dead", masks)],
+        &["values", "summary"],
+        threads,
+    )
+}
+
+#[test]
+fn quantization_of_hand_built_bf16_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // dead tokens 0, 1, 2, 4 (rows 0 and 2 identical); 3 and 5 live
+    let rows: [[f32; 3]; 6] = [
+        [0.5, -0.25, 0.0],
+        [0.5, 0.25, -0.0],
+        [0.5, -0.25, 0.0],
+        [7.0, 7.0, 7.0],
+        [0.5, 1.0, 0.125],
+        [9.0, 9.0, 9.0],
+    ];
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let w = dir.path().join("w.safetensors");
+    write_w(&w, Dtype::BF16, [6, 3], &encode(&flat, 2));
+    let masks = dir.path().join("masks.safetensors");
+    let dead = vec![true, true, true, false, true, false];
+    write_masks(&masks, &[("rule_b", dead)]);
+    let o = quantization(dir.path(), &w, &masks, json!({}), 2).unwrap();
+    assert_eq!(
+        text(&o, "values"),
+        "value,pattern,count\n-0.25,0xbe80,2\n-0,0x8000,1\n0,0x0000,2\n0.125,0x3e00,1\n\
+         0.25,0x3e80,1\n0.5,0x3f00,4\n1,0x3f80,1\n"
+    );
+    let s = json_of(&o, "summary");
+    assert_eq!(
+        (
+            s["tokens"].clone(),
+            s["components"].clone(),
+            s["distinct_patterns"].clone(),
+            s["distinct_values"].clone(),
+            s["signed_zeros"].clone()
+        ),
+        (json!(4), json!(12), json!(7), json!(6), json!(true))
+    );
+    assert_eq!((s["min"].clone(), s["max"].clone()), (json!(-0.25), json!(1.0)));
+    // gaps between −0.25, 0, 0.125, 0.25, 0.5, 1: 0.25, 0.125, 0.125, 0.25, 0.5
+    assert_eq!(
+        s["gaps"],
+        json!({"count": 5, "min": 0.125, "median": 0.25, "mean": 0.25, "most_common": [
+            {"gap": 0.125, "count": 2}, {"gap": 0.25, "count": 2}, {"gap": 0.5, "count": 1}]})
+    );
+    assert_eq!(
+        (s["unique_vectors"].clone(), s["constant_dimensions"].clone()),
+        (json!(3), json!(1))
+    );
+    assert_eq!(
+        s["dimension_0"],
+        json!({"pattern": "0x3f00", "value": 0.5, "vectors": 3, "distinct_patterns": 1})
+    );
+    assert_eq!(s["round_trip"]["roundtrip_exact"], json!(true));
+    assert!(s["round_trip"]["note"].as_str().unwrap().contains("tautological"));
+
+    let e = quantization(dir.path(), &w, &masks, json!({"mask": "rule_a"}), 1).unwrap_err();
+    assert!(e.contains("no mask `rule_a`") && e.contains("`rule_b`"), "{e}");
+}
+
+#[test]
+fn quantization_of_f32_values_counts_what_bf16_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let eps = f32::EPSILON; // 2^-23, the f32 step at 1
+    let rows: [[f32; 2]; 3] = [[1.0, 1.0 + eps], [1.0 + 3.0 * eps, 0.1], [1.0, 1.0 + eps]];
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let w = dir.path().join("w.safetensors");
+    write_w(&w, Dtype::F32, [3, 2], &encode(&flat, 4));
+    let masks = dir.path().join("masks.safetensors");
+    write_masks(&masks, &[("rule_b", vec![true; 3])]);
+    let o = quantization(dir.path(), &w, &masks, json!({}), 1).unwrap();
+    let s = json_of(&o, "summary");
+    assert_eq!(s["distinct_values"], json!(4));
+    let e = eps as f64;
+    let g = &s["gaps"];
+    assert_eq!(
+        (g["min"].clone(), g["median"].clone()),
+        (json!(e), json!(2.0 * e))
+    );
+    assert_eq!(g["mean"], json!((1.0 - 0.1f32 as f64 + e + 2.0 * e) / 3.0));
+    assert_eq!(
+        s["round_trip"],
+        json!({"roundtrip_exact": false, "inexact_values": 3, "inexact_components": 4,
+               "note": s["round_trip"]["note"]})
+    );
+    assert_eq!(
+        (s["unique_vectors"].clone(), s["constant_dimensions"].clone()),
+        (json!(2), json!(0))
+    );
+    assert_eq!(s["dimension_0"]["pattern"], json!("0x3f800000"));
+    assert!(text(&o, "values").contains("\n0.1,0x3dcccccd,1\n"));
+}
+
+#[test]
+fn quantization_is_identical_across_thread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 1200;
+    let w = dir.path().join("w.safetensors");
+    write_w(&w, Dtype::BF16, [rows, 8], &random_w(rows, 11));
+    let masks = dir.path().join("masks.safetensors");
+    write_masks(&masks, &[("rule_b", (0..rows).map(|t| t % 3 != 1).collect())]);
+    let a = quantization(dir.path(), &w, &masks, json!({}), 1).unwrap();
+    let b = quantization(dir.path(), &w, &masks, json!({}), 2).unwrap();
+    assert_eq!(a, b);
+    let s = json_of(&a, "summary");
+    assert_eq!(s["tokens"], json!(800));
+    let counted: u64 = text(&a, "values")
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 800 * 8);
+}
