@@ -14,6 +14,7 @@
 //! (floating-point reductions are done in a fixed order).
 
 pub(crate) mod exponents;
+pub(crate) mod quantization;
 pub(crate) mod topology;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), Stag
     Some(match name {
         "w.topology" => topology::run(ctx),
         "w.exponents" => exponents::run(ctx),
+        "w.quantization" => quantization::run(ctx),
         _ => return None,
     })
 }
