@@ -334,7 +334,9 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
 
     let everywhere = pairs.iter().filter(|q| q.agree == d).count();
     let min_agree = pairs.iter().map(|q| q.agree).min();
-    let used: Vec<u8> = (0..=255u8).filter(|&e| bh_vectors[e as usize] > 0).collect();
+    let used: Vec<u8> = (0..=255u8)
+        .filter(|&e| bh_vectors[e as usize] > 0)
+        .collect();
     let normal: Vec<u8> = used.iter().copied().filter(|&e| e >= 1).collect();
     let gaps = match (normal.first(), normal.last()) {
         (Some(&lo), Some(&hi)) => (lo..=hi).filter(|e| !normal.contains(e)).collect(),
@@ -401,7 +403,11 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
 
 /// Every member of a black hole must have its representative's row (else the members file was
 /// computed from another W).
-fn check_black_holes(p: &Params<'_>, m: &Matrix<'_>, members: &[Vec<u32>]) -> Result<(), StageError> {
+fn check_black_holes(
+    p: &Params<'_>,
+    m: &Matrix<'_>,
+    members: &[Vec<u32>],
+) -> Result<(), StageError> {
     for (k, g) in members.iter().enumerate() {
         let rep = m.row(g[0] as usize);
         if let Some(&t) = g.iter().find(|&&t| m.row(t as usize) != rep) {

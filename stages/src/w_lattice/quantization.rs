@@ -191,8 +191,10 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         for g in &gaps {
             *freq.entry(g.to_bits()).or_default() += 1;
         }
-        let mut common: Vec<(f64, usize)> =
-            freq.into_iter().map(|(g, c)| (f64::from_bits(g), c)).collect();
+        let mut common: Vec<(f64, usize)> = freq
+            .into_iter()
+            .map(|(g, c)| (f64::from_bits(g), c))
+            .collect();
         common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.total_cmp(&b.0)));
         Gaps {
             count: gaps.len(),
@@ -233,10 +235,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             bf16::to_f32(bf16::from_f32(x)).to_bits() != x.to_bits()
         })
         .collect();
-    let (inexact_values, inexact_components) = (
-        inexact.len(),
-        inexact.iter().map(|(_, c)| c).sum::<u64>(),
-    );
+    let (inexact_values, inexact_components) =
+        (inexact.len(), inexact.iter().map(|(_, c)| c).sum::<u64>());
     let note = match f {
         Format::Bf16 => {
             if inexact_values != 0 {

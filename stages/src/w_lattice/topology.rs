@@ -17,18 +17,20 @@
 //!   S07's "all vectors connect at 415, diameter 508" are lattice-coordinate numbers; the bit-space
 //!   equivalents are reported beside them. For edges the two readings agree whenever the adjacent
 //!   components share their exponents, which the stage checks (`same_exponents`); the summary also
-//!   counts the lattice-variant edges (0.5 ≤ L∞ ≤ 1.5) and how many of them are bit-space edges.
+//!   counts the lattice-variant edges (L∞ = 1; the coordinates are integers, so this is the
+//!   notebook's 0.5 ≤ L∞ ≤ 1.5) and how many of them are bit-space edges.
 //!
 //! The graph (a petgraph `UnGraph`) gives components (union–find), degrees and the average
 //! clustering coefficient (networkx's definition: the mean over a component's nodes of
 //! 2·T(v)/(k(k−1)), 0 when the degree k < 2), density = edges/(n(n−1)/2) (0 for one node).
 //! Components are numbered by (tokens descending, smallest token id ascending). The connectivity
 //! threshold is the bottleneck (largest edge) of a minimum spanning tree under L∞ (dense Prim), the
-//! diameter the largest pairwise L∞. All sums are exact integers; densities and clustering are f64.
+//! diameter the largest pairwise L∞. All distances are exact integers (u32); densities and
+//! clustering are f64.
 //!
 //! Outputs (deterministic bytes): `edges` (CSV `a,b,linf,l1,same_exponents`, a < b representative
 //! token ids, ascending by (a, b)), `components` (CSV), `summary` (JSON, see [`Summary`]).
-//! Memory: the pair matrix takes 12 bytes per pair, hence the `max_vectors` guard.
+//! Memory: the pair matrices take 8 bytes per pair, hence the `max_vectors` guard.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -90,11 +92,14 @@ impl<T: Copy> Pairs<T> {
 /// The pair matrices in both metrics.
 struct Distances {
     bits: Pairs<u32>,
-    lattice: Pairs<f64>,
+    lattice: Pairs<u32>,
 }
 
-/// Fills both pair matrices: per node the ordinal keys (i64 differences, the largest finite
-/// distance fits u32) and the lattice coordinates (exact integers in f64) are precomputed once.
+/// Fills both pair matrices. Per node the ordinal keys and the lattice coordinates are
+/// precomputed once as i32: a finite ordinal key lies within ±0x7F7F_FFFF, and a lattice
+/// coordinate x/ULP(x) is always the integer ±(2^m + M) for a normal value and ±M for a subnormal
+/// one (m mantissa bits, M the mantissa field), so within ±2^24; `i32::abs_diff` of two of them is
+/// exact in u32, and the inner loop vectorises.
 fn pairwise(f: Format, m: &Matrix<'_>, nodes: &[Node]) -> Distances {
     let n = nodes.len();
     let d = m.cols;
@@ -104,13 +109,17 @@ fn pairwise(f: Format, m: &Matrix<'_>, nodes: &[Node]) -> Distances {
         let row = m.row(node.rep() as usize);
         for j in 0..d {
             let b = f.pattern(row, j);
-            ord.push(f.ordinal(b));
-            lat.push(f.lattice_coordinate(b).expect("non-finite rows are rejected earlier"));
+            ord.push(i32::try_from(f.ordinal(b)).expect("ordinal keys fit i32"));
+            let c = f
+                .lattice_coordinate(b)
+                .expect("non-finite rows are rejected earlier");
+            debug_assert_eq!(c.fract(), 0.0, "lattice coordinates are integers");
+            lat.push(c as i32);
         }
     }
     let pairs = n * n.saturating_sub(1) / 2;
     let mut bits = vec![0u32; pairs];
-    let mut coords = vec![0f64; pairs];
+    let mut coords = vec![0u32; pairs];
     let mut rows = Vec::with_capacity(n);
     let (mut rest_b, mut rest_c) = (&mut bits[..], &mut coords[..]);
     for i in 0..n {
@@ -125,16 +134,12 @@ fn pairwise(f: Format, m: &Matrix<'_>, nodes: &[Node]) -> Distances {
         let (oi, li) = (&ord[i * d..(i + 1) * d], &lat[i * d..(i + 1) * d]);
         for (k, j) in (i + 1..n).enumerate() {
             let (oj, lj) = (&ord[j * d..(j + 1) * d], &lat[j * d..(j + 1) * d]);
-            let mut max_bits = 0u64;
-            let mut max_lat = 0f64;
+            let (mut max_bits, mut max_lat) = (0u32, 0u32);
             for x in 0..d {
                 max_bits = max_bits.max(oi[x].abs_diff(oj[x]));
-                let dl = (li[x] - lj[x]).abs();
-                if dl > max_lat {
-                    max_lat = dl;
-                }
+                max_lat = max_lat.max(li[x].abs_diff(lj[x]));
             }
-            b[k] = u32::try_from(max_bits).expect("finite ordinal distances fit u32");
+            b[k] = max_bits;
             c[k] = max_lat;
         }
     });
@@ -153,7 +158,9 @@ fn bottleneck<T: Copy + PartialOrd + Default>(n: usize, dist: impl Fn(usize, usi
     }
     let mut in_tree = vec![false; n];
     in_tree[0] = true;
-    let mut best: Vec<T> = (0..n).map(|j| if j == 0 { T::default() } else { dist(0, j) }).collect();
+    let mut best: Vec<T> = (0..n)
+        .map(|j| if j == 0 { T::default() } else { dist(0, j) })
+        .collect();
     for _ in 1..n {
         let mut next = usize::MAX;
         for j in 0..n {
@@ -248,7 +255,8 @@ struct ExponentCheck {
     exceptions: usize,
 }
 
-/// The lattice-coordinate reading of adjacency (0.5 ≤ L∞ ≤ 1.5), compared with bit space.
+/// The lattice-coordinate reading of adjacency (L∞ = 1, the notebook's 0.5 ≤ L∞ ≤ 1.5 on
+/// integer coordinates), compared with bit space.
 #[derive(Debug, Serialize)]
 struct LatticeEdges {
     edges: usize,
@@ -353,7 +361,7 @@ pub(crate) struct Summary {
     /// Minimum bit-space L∞ between each pair of the first components.
     component_min_linf: Vec<ComponentDistance>,
     bit_space: Connectivity<u32>,
-    lattice_coordinates: Connectivity<f64>,
+    lattice_coordinates: Connectivity<u32>,
     notes: Vec<&'static str>,
 }
 
@@ -390,7 +398,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     if groups.len() > max_vectors {
         return Err(p.error(format!(
             "mask `{mask_name}` selects {dead_tokens} tokens with {} unique vectors, more than \
-             param `max_vectors` = {max_vectors}; every pair is compared (O(n²·D) time, 12 bytes \
+             param `max_vectors` = {max_vectors}; every pair is compared (O(n²·D) time, 8 bytes \
              per pair), so raise `max_vectors` if that is affordable or use a tighter dead set",
             groups.len()
         )));
@@ -447,8 +455,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
                 relaxed_edges += 1;
                 relaxed_uf.union(i, j);
             }
-            let l = dist.lattice.get(i, j);
-            if (0.5..=1.5).contains(&l) {
+            if dist.lattice.get(i, j) == 1 {
                 lattice_edges += 1;
                 lattice_and_bits += usize::from(b == 1);
             }
@@ -522,7 +529,12 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             comp_edges[c],
             join(bhs.iter().map(|b| b.id.to_string()).collect()),
             join(bhs.iter().map(|b| b.population.to_string()).collect()),
-            join(members.iter().map(|&i| nodes[i].rep().to_string()).collect()),
+            join(
+                members
+                    .iter()
+                    .map(|&i| nodes[i].rep().to_string())
+                    .collect()
+            ),
             join(members.iter().map(|&i| degree(i).to_string()).collect()),
         );
         if k >= 2 {
@@ -552,7 +564,12 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     let mut edges_csv = String::from("a,b,linf,l1,same_exponents\n");
     let mut l1_hist: BTreeMap<u64, usize> = BTreeMap::new();
     for &(i, j, l1, same) in &edges {
-        let _ = writeln!(edges_csv, "{},{},1,{l1},{same}", nodes[i].rep(), nodes[j].rep());
+        let _ = writeln!(
+            edges_csv,
+            "{},{},1,{l1},{same}",
+            nodes[i].rep(),
+            nodes[j].rep()
+        );
         *l1_hist.entry(l1).or_default() += 1;
     }
     let exceptions = edges.iter().filter(|e| !e.3).count();
@@ -664,7 +681,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     };
     let lattice_coordinates = Connectivity {
         connect_threshold: bottleneck(n, |i, j| dist.lattice.get(i, j)),
-        diameter: dist.lattice.data.iter().copied().fold(0.0, f64::max),
+        diameter: max_of(&dist.lattice.data),
     };
 
     p.write_output(edges_out, edges_csv.as_bytes())?;
@@ -703,10 +720,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             count: comps.len(),
             non_trivial: comps.len() - isolated.len(),
             isolated_vectors: isolated.len(),
-            isolated_tokens: isolated
-                .iter()
-                .map(|c| nodes[c[0]].tokens.len())
-                .sum(),
+            isolated_tokens: isolated.iter().map(|c| nodes[c[0]].tokens.len()).sum(),
         },
         non_trivial_components: non_trivial,
         black_hole_linf: BlackHoleMatrix {

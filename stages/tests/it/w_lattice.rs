@@ -166,8 +166,8 @@ fn planted_graph(bytes: usize) -> (Vec<u8>, Vec<bool>) {
     // Live rows: far away (negative values around −2.0), token 17 a copy of token 0.
     for (n, &t) in LIVE.iter().enumerate() {
         let k = if t == 17 { 0 } else { n as i64 };
-        for d in 0..3 {
-            rows[t][d] = from_ordinal(-(base[0] + 200 + k + d as i64), bytes);
+        for (d, cell) in rows[t].iter_mut().enumerate() {
+            *cell = from_ordinal(-(base[0] + 200 + k + d as i64), bytes);
         }
     }
     let data: Vec<u8> = rows
@@ -289,7 +289,11 @@ fn check_planted_graph(o: &Outs) {
     );
     let c1 = &s["non_trivial_components"][0];
     assert_eq!(
-        (c1["component"].clone(), c1["vectors"].clone(), c1["tokens"].clone()),
+        (
+            c1["component"].clone(),
+            c1["vectors"].clone(),
+            c1["tokens"].clone()
+        ),
         (json!(1), json!(4), json!(7))
     );
     assert_eq!(
@@ -312,7 +316,10 @@ fn check_planted_graph(o: &Outs) {
         json!([[0, 3, 4, 30], [3, 0, 1, 27], [4, 1, 0, 26], [30, 27, 26, 0]])
     );
     assert_eq!(bh["linf_range"], json!([1, 30]));
-    assert_eq!(bh["adjacent"], json!([{"a": 2, "b": 4, "linf": 1, "l1": 3}]));
+    assert_eq!(
+        bh["adjacent"],
+        json!([{"a": 2, "b": 4, "linf": 1, "l1": 3}])
+    );
 
     assert_eq!(
         s["near_misses"],
@@ -321,7 +328,11 @@ fn check_planted_graph(o: &Outs) {
     // relaxed L∞ ≤ 2 adds c0–c2, t1–t3, t0–t3 and c2–t0, joining T and C
     let r = &s["relaxed"];
     assert_eq!(
-        (r["linf"].clone(), r["edges"].clone(), r["components"].clone()),
+        (
+            r["linf"].clone(),
+            r["edges"].clone(),
+            r["components"].clone()
+        ),
         (json!(2), json!(12), json!(5))
     );
     assert_eq!(
@@ -383,9 +394,12 @@ fn topology_of_a_planted_bf16_dead_set() {
     let s = json_of(&o, "summary");
     assert_eq!(
         s["lattice_coordinates"],
-        json!({"connect_threshold": 125.0, "diameter": 127.0})
+        json!({"connect_threshold": 125, "diameter": 127})
     );
-    assert_eq!((s["dtype"].clone(), s["mask"].clone()), (json!("BF16"), json!("rule_a")));
+    assert_eq!(
+        (s["dtype"].clone(), s["mask"].clone()),
+        (json!("BF16"), json!("rule_a"))
+    );
 }
 
 #[test]
@@ -398,7 +412,7 @@ fn topology_of_the_same_dead_set_in_f32() {
     let s = json_of(&o, "summary");
     assert_eq!(
         s["lattice_coordinates"],
-        json!({"connect_threshold": 8_388_605.0, "diameter": 8_388_607.0})
+        json!({"connect_threshold": 8_388_605, "diameter": 8_388_607})
     );
     assert_eq!(s["dtype"], json!("F32"));
 }
@@ -419,7 +433,10 @@ fn topology_params_relaxation_and_determinism() {
     // rule_b selects every row: 14 vectors (the live black hole and the live singletons join).
     let all = topology(dir.path(), &inputs, json!({"mask": "rule_b"}), 2).unwrap();
     let s = json_of(&all, "summary");
-    assert_eq!((s["vectors"].clone(), s["dead_tokens"].clone()), (json!(16), json!(24)));
+    assert_eq!(
+        (s["vectors"].clone(), s["dead_tokens"].clone()),
+        (json!(16), json!(24))
+    );
     assert_eq!(s["black_hole_linf"]["ids"], json!([1, 2, 3, 4, 5]));
 }
 
@@ -433,7 +450,10 @@ fn topology_rejects_bad_inputs_with_clear_errors() {
         "{e}"
     );
     let e = topology(dir.path(), &inputs, json!({"max_vectors": 12}), 1).unwrap_err();
-    assert!(e.contains("13 unique vectors") && e.contains("max_vectors"), "{e}");
+    assert!(
+        e.contains("13 unique vectors") && e.contains("max_vectors"),
+        "{e}"
+    );
 
     // a mask of the wrong length, and one that selects nothing
     let short = dir.path().join("short.safetensors");
@@ -482,7 +502,10 @@ fn topology_rejects_bad_inputs_with_clear_errors() {
         1,
     )
     .unwrap_err();
-    assert!(e.contains("disagrees with W") && e.contains("recompute"), "{e}");
+    assert!(
+        e.contains("disagrees with W") && e.contains("recompute"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +518,11 @@ fn encode(values: &[f32], bytes: usize) -> Vec<u8> {
         .flat_map(|&x| {
             if bytes == 2 {
                 let b = azimuth_stages::bf16::from_f32(x);
-                assert_eq!(azimuth_stages::bf16::to_f32(b), x, "{x} is not a bf16 value");
+                assert_eq!(
+                    azimuth_stages::bf16::to_f32(b),
+                    x,
+                    "{x} is not a bf16 value"
+                );
                 b.to_le_bytes().to_vec()
             } else {
                 x.to_le_bytes().to_vec()
@@ -540,11 +567,7 @@ fn exponents(dir: &Path, w: &Path, members: &Path, threads: usize) -> Result<Out
 fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().map(|x| x.abs()).sum::<f64>() / n;
-    let var = values
-        .iter()
-        .map(|x| (x.abs() - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let var = values.iter().map(|x| (x.abs() - mean).powi(2)).sum::<f64>() / n;
     (mean, var.sqrt())
 }
 
@@ -578,7 +601,10 @@ fn exponent_histograms_and_statistics_of_a_planted_w() {
                    "min_agree": 3, "listed_all": true, "listed": [{"a": 1, "b": 2, "agree": 4},
                    {"a": 1, "b": 3, "agree": 3}, {"a": 2, "b": 3, "agree": 3}]})
         );
-        assert_eq!(s["black_hole_exponents"]["values"], json!([0, 124, 125, 126, 128]));
+        assert_eq!(
+            s["black_hole_exponents"]["values"],
+            json!([0, 124, 125, 126, 128])
+        );
         assert_eq!(s["black_hole_exponents"]["gaps"], json!([127]));
         assert_eq!(
             s["live_exponents"],
@@ -589,11 +615,17 @@ fn exponent_histograms_and_statistics_of_a_planted_w() {
         let row = |t: usize| values[t * 4..t * 4 + 4].iter().map(|&x| x as f64);
         let bh_vals: Vec<f64> = [1, 2, 4, 5, 6, 7, 9].iter().flat_map(|&t| row(t)).collect();
         let live_vals: Vec<f64> = [0, 3, 8].iter().flat_map(|&t| row(t)).collect();
-        for (key, vals, max) in [("abs_bh_tokens", &bh_vals, 3.0), ("abs_live", &live_vals, 4.0)] {
+        for (key, vals, max) in [
+            ("abs_bh_tokens", &bh_vals, 3.0),
+            ("abs_live", &live_vals, 4.0),
+        ] {
             let (mean, std) = mean_std(vals);
             let a = &s[key];
             assert_eq!(a["values"], json!(vals.len()), "{key}");
-            assert!(close(&a["mean"], mean) && close(&a["std"], std), "{key}: {a}");
+            assert!(
+                close(&a["mean"], mean) && close(&a["std"], std),
+                "{key}: {a}"
+            );
             assert_eq!(a["max"], json!(max), "{key}");
         }
         // anchor A: exponents [126, 125, 0, 128]; ULP 2^(max(E,1) − 127 − mantissa bits)
@@ -619,7 +651,10 @@ fn exponent_histograms_and_statistics_of_a_planted_w() {
         assert!(rel(&u["min"], ulp(0)) && rel(&u["max"], ulp(128)), "{u}");
         assert!(rel(&u["ratio"], pow2(127)), "{u}");
         assert!(rel(&u["median"], (ulp(125) + ulp(126)) / 2.0), "{u}");
-        assert!(rel(&u["mean"], (ulp(126) + ulp(125) + ulp(0) + ulp(128)) / 4.0), "{u}");
+        assert!(
+            rel(&u["mean"], (ulp(126) + ulp(125) + ulp(0) + ulp(128)) / 4.0),
+            "{u}"
+        );
     }
 }
 
@@ -678,7 +713,10 @@ fn exponents_without_black_holes_and_determinism_across_threads() {
     assert_eq!(s["abs_bh_tokens"]["mean"], Value::Null);
     // live exponents of the random rows lie in 100..=129
     assert_eq!(
-        (s["live_exponents"]["min"].clone(), s["live_exponents"]["max"].clone()),
+        (
+            s["live_exponents"]["min"].clone(),
+            s["live_exponents"]["max"].clone()
+        ),
         (json!(100), json!(129))
     );
 
@@ -690,7 +728,10 @@ fn exponents_without_black_holes_and_determinism_across_threads() {
     let view = TensorView::new(Dtype::U8, vec![rows], &ids).unwrap();
     safetensors::tensor::serialize_to_file([("black_hole_id", view)], None, &other).unwrap();
     let e = exponents(dir.path(), &w, &other, 1).unwrap_err();
-    assert!(e.contains("disagrees with W") && e.contains("w.exponents"), "{e}");
+    assert!(
+        e.contains("disagrees with W") && e.contains("w.exponents"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,7 +789,10 @@ fn quantization_of_hand_built_bf16_values() {
         ),
         (json!(4), json!(12), json!(7), json!(6), json!(true))
     );
-    assert_eq!((s["min"].clone(), s["max"].clone()), (json!(-0.25), json!(1.0)));
+    assert_eq!(
+        (s["min"].clone(), s["max"].clone()),
+        (json!(-0.25), json!(1.0))
+    );
     // gaps between −0.25, 0, 0.125, 0.25, 0.5, 1: 0.25, 0.125, 0.125, 0.25, 0.5
     assert_eq!(
         s["gaps"],
@@ -756,7 +800,10 @@ fn quantization_of_hand_built_bf16_values() {
             {"gap": 0.125, "count": 2}, {"gap": 0.25, "count": 2}, {"gap": 0.5, "count": 1}]})
     );
     assert_eq!(
-        (s["unique_vectors"].clone(), s["constant_dimensions"].clone()),
+        (
+            s["unique_vectors"].clone(),
+            s["constant_dimensions"].clone()
+        ),
         (json!(3), json!(1))
     );
     assert_eq!(
@@ -764,10 +811,16 @@ fn quantization_of_hand_built_bf16_values() {
         json!({"pattern": "0x3f00", "value": 0.5, "vectors": 3, "distinct_patterns": 1})
     );
     assert_eq!(s["round_trip"]["roundtrip_exact"], json!(true));
-    assert!(s["round_trip"]["note"].as_str().unwrap().contains("tautological"));
+    assert!(s["round_trip"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("tautological"));
 
     let e = quantization(dir.path(), &w, &masks, json!({"mask": "rule_a"}), 1).unwrap_err();
-    assert!(e.contains("no mask `rule_a`") && e.contains("`rule_b`"), "{e}");
+    assert!(
+        e.contains("no mask `rule_a`") && e.contains("`rule_b`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -796,7 +849,10 @@ fn quantization_of_f32_values_counts_what_bf16_cannot_hold() {
                "note": s["round_trip"]["note"]})
     );
     assert_eq!(
-        (s["unique_vectors"].clone(), s["constant_dimensions"].clone()),
+        (
+            s["unique_vectors"].clone(),
+            s["constant_dimensions"].clone()
+        ),
         (json!(2), json!(0))
     );
     assert_eq!(s["dimension_0"]["pattern"], json!("0x3f800000"));
@@ -810,7 +866,10 @@ fn quantization_is_identical_across_thread_counts() {
     let w = dir.path().join("w.safetensors");
     write_w(&w, Dtype::BF16, [rows, 8], &random_w(rows, 11));
     let masks = dir.path().join("masks.safetensors");
-    write_masks(&masks, &[("rule_b", (0..rows).map(|t| t % 3 != 1).collect())]);
+    write_masks(
+        &masks,
+        &[("rule_b", (0..rows).map(|t| t % 3 != 1).collect())],
+    );
     let a = quantization(dir.path(), &w, &masks, json!({}), 1).unwrap();
     let b = quantization(dir.path(), &w, &masks, json!({}), 2).unwrap();
     assert_eq!(a, b);
@@ -822,4 +881,152 @@ fn quantization_is_identical_across_thread_counts() {
         .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(counted, 800 * 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// real data (manual)
+
+/// Runs the three stages on a real W (`AZIMUTH_SMOLLM2_W`, e.g. the extracted SmolLM2 W) with the
+/// black-hole mask of `w.black_holes` standing in for a dead set (`rule_a` and `rule_b`), checks
+/// that the stages agree with each other and with `w.black_holes`, and prints the summaries.
+/// `cargo test --release -p azimuth-stages --test it real_smollm2_lattice -- --ignored --nocapture`
+#[test]
+#[ignore = "needs a real W named by AZIMUTH_SMOLLM2_W"]
+fn real_smollm2_lattice() {
+    let Some(w) = std::env::var_os("AZIMUTH_SMOLLM2_W").map(PathBuf::from) else {
+        panic!("set AZIMUTH_SMOLLM2_W to a safetensors file with a tensor `W`");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let members = black_holes(dir.path(), &w);
+    let bh: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bh.json")).unwrap()).unwrap();
+    let raw = std::fs::read(&members).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&raw).unwrap();
+    let mask: Vec<bool> = st
+        .tensor("black_hole_mask")
+        .unwrap()
+        .data()
+        .iter()
+        .map(|&b| b != 0)
+        .collect();
+    // rule_b: a rule-A-like exponent neighbourhood of black hole 1 (every dimension within
+    // `AZIMUTH_EXPONENT_TOLERANCE`, default 5, binary orders of the anchor's exponent)
+    let tolerance: u32 = std::env::var("AZIMUTH_EXPONENT_TOLERANCE")
+        .map_or(5, |v| v.parse().expect("a whole number"));
+    let wraw = std::fs::read(&w).unwrap();
+    let wst = safetensors::SafeTensors::deserialize(&wraw).unwrap();
+    let wt = wst.tensor("W").unwrap();
+    let f = azimuth_stages::lattice::Format::of(wt.dtype()).unwrap();
+    let row_bytes = wt.shape()[1] * f.bytes();
+    let anchor = bh["representatives"][0].as_u64().unwrap() as usize;
+    let anchor_row = &wt.data()[anchor * row_bytes..(anchor + 1) * row_bytes];
+    let near: Vec<bool> = wt
+        .data()
+        .chunks_exact(row_bytes)
+        .map(|r| azimuth_stages::lattice::exponent_distance(f, r, anchor_row) <= tolerance)
+        .collect();
+    println!(
+        "exponent neighbourhood t ≤ {tolerance}: {} tokens",
+        near.iter().filter(|&&b| b).count()
+    );
+    let masks = dir.path().join("masks.safetensors");
+    write_masks(&masks, &[("rule_a", mask), ("rule_b", near)]);
+    let threads = 2;
+    let t = std::time::Instant::now();
+    let topo = run_stage(
+        "w.topology",
+        dir.path(),
+        json!({}),
+        &[("w", &w), ("black_holes", &members), ("dead", &masks)],
+        TOPOLOGY_PORTS,
+        threads,
+    )
+    .unwrap();
+    let t_topo = t.elapsed();
+    let t = std::time::Instant::now();
+    let exps = exponents(dir.path(), &w, &members, threads).unwrap();
+    let t_exps = t.elapsed();
+    let t = std::time::Instant::now();
+    let quant = quantization(dir.path(), &w, &masks, json!({}), threads).unwrap();
+    let t_quant = t.elapsed();
+    let (ts, es, qs) = (
+        json_of(&topo, "summary"),
+        json_of(&exps, "summary"),
+        json_of(&quant, "summary"),
+    );
+    println!("black holes: {bh}");
+    println!(
+        "w.topology ({t_topo:?}): {ts}\nedges:\n{}",
+        text(&topo, "edges")
+    );
+    println!("components:\n{}", text(&topo, "components"));
+    println!(
+        "w.exponents ({t_exps:?}): {es}\n{}",
+        text(&exps, "histogram")
+    );
+    println!("w.quantization ({t_quant:?}): {qs}");
+    let t = std::time::Instant::now();
+    let wide = run_stage(
+        "w.topology",
+        dir.path(),
+        json!({"mask": "rule_b"}),
+        &[("w", &w), ("black_holes", &members), ("dead", &masks)],
+        TOPOLOGY_PORTS,
+        threads,
+    );
+    match wide {
+        Ok(o) => println!(
+            "w.topology on the neighbourhood ({:?}): {}\ncomponents:\n{}",
+            t.elapsed(),
+            json_of(&o, "summary"),
+            text(&o, "components")
+                .lines()
+                .take(12)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        Err(e) => println!("w.topology on the neighbourhood: {e}"),
+    }
+    assert_eq!(ts["vectors"], bh["black_holes"]);
+    assert_eq!(ts["dead_tokens"], bh["black_hole_tokens"]);
+    assert_eq!(ts["black_hole_vectors"], bh["black_holes"]);
+    assert_eq!(es["black_holes"], bh["black_holes"]);
+    assert_eq!(es["black_hole_tokens"], bh["black_hole_tokens"]);
+    assert!(qs["unique_vectors"].as_u64() >= bh["black_holes"].as_u64());
+    assert!(qs["tokens"].as_u64() >= bh["black_hole_tokens"].as_u64());
+}
+
+/// Times `w.topology` on `AZIMUTH_BENCH_VECTORS` (default 2,000) random BF16 vectors of 2,560
+/// dimensions (every pair is compared) with `AZIMUTH_BENCH_THREADS` threads (default 2).
+#[test]
+#[ignore = "benchmark"]
+fn bench_topology() {
+    let env = |k: &str, d: usize| std::env::var(k).map_or(d, |v| v.parse().unwrap());
+    let (n, d, threads) = (
+        env("AZIMUTH_BENCH_VECTORS", 2000),
+        2560,
+        env("AZIMUTH_BENCH_THREADS", 2),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w.safetensors");
+    let data = random_w(n * d / 8, 5); // n × d patterns, written as [n, d]
+    write_w(&w, Dtype::BF16, [n, d], &data);
+    let members = black_holes(dir.path(), &w);
+    let masks = dir.path().join("masks.safetensors");
+    write_masks(&masks, &[("rule_a", vec![true; n])]);
+    let t = std::time::Instant::now();
+    let o = run_stage(
+        "w.topology",
+        dir.path(),
+        json!({}),
+        &[("w", &w), ("black_holes", &members), ("dead", &masks)],
+        TOPOLOGY_PORTS,
+        threads,
+    )
+    .unwrap();
+    println!(
+        "w.topology: {n} vectors × {d} on {threads} threads in {:?} ({} vectors kept)",
+        t.elapsed(),
+        json_of(&o, "summary")["vectors"]
+    );
 }

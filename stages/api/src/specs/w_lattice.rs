@@ -104,7 +104,7 @@ pub const TOPOLOGY: StageSpec = StageSpec {
             },
             default: Some("5000"),
             doc: "refuse dead sets with more unique vectors than this: every pair is compared \
-                  (O(n²·D) time, 12 bytes per pair of memory); S07's set has 125",
+                  (O(n²·D) time, 8 bytes per pair of memory); S07's set has 125",
         },
     ],
     uses_torch: false,
@@ -188,16 +188,16 @@ mod tests {
             assert_eq!(s.param("tensor").unwrap().default, Some("\"W\""));
         }
         let t = crate::find("w.topology").unwrap();
-        assert_eq!(ports(&t), ["w", "black_holes", "dead"]);
-        assert_eq!(outs(&t), ["edges", "components", "summary"]);
+        assert_eq!(ports(t), ["w", "black_holes", "dead"]);
+        assert_eq!(outs(t), ["edges", "components", "summary"]);
         assert_eq!(t.param("mask").unwrap().default, Some("\"rule_a\""));
         assert_eq!(t.param("relaxed_linf").unwrap().default, Some("2"));
         let e = crate::find("w.exponents").unwrap();
-        assert_eq!(ports(&e), ["w", "black_holes"]);
-        assert_eq!(outs(&e), ["histogram", "summary"]);
+        assert_eq!(ports(e), ["w", "black_holes"]);
+        assert_eq!(outs(e), ["histogram", "summary"]);
         let q = crate::find("w.quantization").unwrap();
-        assert_eq!(ports(&q), ["w", "dead"]);
-        assert_eq!(outs(&q), ["values", "summary"]);
+        assert_eq!(ports(q), ["w", "dead"]);
+        assert_eq!(outs(q), ["values", "summary"]);
         assert_eq!(q.param("mask").unwrap().default, Some("\"rule_b\""));
     }
 }
