@@ -897,6 +897,27 @@ fn real_smollm2_lattice() {
         panic!("set AZIMUTH_SMOLLM2_W to a safetensors file with a tensor `W`");
     };
     let dir = tempfile::tempdir().unwrap();
+    // With AZIMUTH_REAL_AS_BF16 set, an F32 W is first rounded to bf16 (nearest even), which
+    // turns near-identical rows into black holes and lattice neighbours.
+    let w = if std::env::var_os("AZIMUTH_REAL_AS_BF16").is_some() {
+        let raw = std::fs::read(&w).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&raw).unwrap();
+        let t = st.tensor("W").unwrap();
+        assert_eq!(t.dtype(), Dtype::F32, "AZIMUTH_REAL_AS_BF16 needs an F32 W");
+        let bf: Vec<u8> = t
+            .data()
+            .chunks_exact(4)
+            .flat_map(|c| {
+                let x = f32::from_le_bytes(c.try_into().unwrap());
+                azimuth_stages::bf16::from_f32(x).to_le_bytes()
+            })
+            .collect();
+        let path = dir.path().join("w-bf16.safetensors");
+        write_w(&path, Dtype::BF16, [t.shape()[0], t.shape()[1]], &bf);
+        path
+    } else {
+        w
+    };
     let members = black_holes(dir.path(), &w);
     let bh: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("bh.json")).unwrap()).unwrap();
