@@ -6,6 +6,8 @@
 //!   projections, drawn by the small rasteriser in [`raster`] (no libtorch).
 
 pub(crate) mod pca;
+pub(crate) mod raster;
+pub(crate) mod skymap;
 
 use crate::{StageContext, StageError};
 
@@ -13,6 +15,7 @@ use crate::{StageContext, StageError};
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), StageError>> {
     Some(match name {
         "w.pca" => pca::run(ctx),
+        "w.skymap" => skymap::run(ctx),
         _ => return None,
     })
 }

@@ -475,13 +475,13 @@ fn pca_is_byte_identical_across_runs_and_close_across_thread_counts() {
     assert!(la.windows(2).all(|p| p[0] >= p[1]));
 }
 
-/// Runs both stages on the extracted SmolLM2 W (`/work/main/out/smollm2/w.safetensors` or
-/// `AZIMUTH_SMOLLM2_W`) and prints λ1, the variance shares and timings.
+/// Runs `w.black_holes`, `w.pca` (centroid signs) and `w.skymap` (black holes highlighted) on the
+/// extracted SmolLM2 W (`/work/main/out/smollm2/w` or `AZIMUTH_SMOLLM2_W`) and prints λ1, the
+/// variance shares and timings; outputs go to `AZIMUTH_PCA_OUT` (default: a temp dir).
 #[test]
 #[ignore = "needs the extracted SmolLM2 W; run with --ignored --nocapture"]
 fn real_smollm2_pca_and_skymap() {
-    let w = std::env::var("AZIMUTH_SMOLLM2_W")
-        .unwrap_or_else(|_| "/work/main/out/smollm2/w.safetensors".into());
+    let w = std::env::var("AZIMUTH_SMOLLM2_W").unwrap_or_else(|_| "/work/main/out/smollm2/w".into());
     let out = std::env::var("AZIMUTH_PCA_OUT").map(PathBuf::from).unwrap_or_else(|_| {
         let d = std::env::temp_dir().join("azimuth-pca-smollm2");
         std::fs::create_dir_all(&d).unwrap();
@@ -491,15 +491,31 @@ fn real_smollm2_pca_and_skymap() {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
+    let params: Value = std::env::var("AZIMUTH_PCA_PARAMS")
+        .map(|s| serde_json::from_str(&s).unwrap())
+        .unwrap_or_else(|_| json!({}));
+    let w = Path::new(&w);
+    let members = out.join("members.safetensors");
+    let bh_outs = [
+        ("table", out.join("bh_table.csv")),
+        ("summary", out.join("bh_summary.json")),
+        ("members", members.clone()),
+    ];
+    run("w.black_holes", &ctx(json!({}), &[("w", w)], &bh_outs, threads)).unwrap();
     let t0 = std::time::Instant::now();
-    let o = pca(&out, Path::new(&w), None, json!({}), threads).unwrap();
+    let o = pca(&out, w, Some(&members), params, threads).unwrap();
     println!("w.pca: {:.2} s", t0.elapsed().as_secs_f64());
     println!("{}", serde_json::to_string_pretty(&o.summary).unwrap());
     let t0 = std::time::Instant::now();
     let outs = skymap_outputs(&out);
     run(
         "w.skymap",
-        &ctx(json!({}), &[("projections", &out.join("projections.safetensors"))], &outs, threads),
+        &ctx(
+            json!({}),
+            &[("projections", &out.join("projections.safetensors")), ("highlight", &members)],
+            &outs,
+            threads,
+        ),
     )
     .unwrap();
     println!("w.skymap: {:.2} s", t0.elapsed().as_secs_f64());
@@ -514,4 +530,164 @@ fn skymap_outputs(dir: &Path) -> Vec<(&'static str, PathBuf)> {
         ("heatmap", dir.join("heatmap.csv")),
         ("summary", dir.join("sky_summary.json")),
     ]
+}
+
+/// A hand-made projections file: token 0 at (lat 0, lon 0, r 1), tokens 1…40 at (30, −60, 0.5),
+/// token 41 at (−45, 120, 2); `lat_flat` puts token 0 at +60.
+fn sky_fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    let v = 42;
+    let mut lat = vec![30f32; v];
+    let mut lon = vec![-60f32; v];
+    let mut r = vec![0.5f32; v];
+    (lat[0], lon[0], r[0]) = (0.0, 0.0, 1.0);
+    (lat[41], lon[41], r[41]) = (-45.0, 120.0, 2.0);
+    let mut flat = vec![0f32; v];
+    flat[0] = 60.0;
+    let b: Vec<(String, Vec<u8>)> = [("lat", &lat), ("lon", &lon), ("r", &r), ("lat_flat", &flat)]
+        .iter()
+        .map(|(n, x)| (n.to_string(), f32_bytes(x)))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = b
+        .iter()
+        .map(|(n, x)| (n.clone(), TensorView::new(Dtype::F32, vec![v], x).unwrap()))
+        .collect();
+    let proj = dir.join("projections.safetensors");
+    safetensors::tensor::serialize_to_file(views, None, &proj).unwrap();
+    let hl = dir.join("members.safetensors");
+    members_file(&hl, v, &[0]);
+    (proj, hl)
+}
+
+struct Png {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+impl Png {
+    fn at(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+}
+
+fn decode(bytes: &[u8]) -> Png {
+    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(
+        (info.color_type, info.bit_depth),
+        (png::ColorType::Rgb, png::BitDepth::Eight)
+    );
+    buf.truncate(info.buffer_size());
+    Png {
+        width: info.width as usize,
+        height: info.height as usize,
+        rgb: buf,
+    }
+}
+
+fn skymap(dir: &Path, proj: &Path, hl: Option<&Path>, params: Value) -> Result<Vec<Vec<u8>>, String> {
+    let outs = skymap_outputs(dir);
+    let mut inputs = vec![("projections", proj)];
+    if let Some(h) = hl {
+        inputs.push(("highlight", h));
+    }
+    run("w.skymap", &ctx(params, &inputs, &outs, 1)).map_err(|e| e.0)?;
+    Ok(outs.iter().map(|(_, p)| std::fs::read(p).unwrap()).collect())
+}
+
+const ORANGE: [u8; 3] = [255, 115, 26];
+
+#[test]
+fn skymap_draws_points_highlights_and_density_where_they_belong() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proj, hl) = sky_fixture(dir.path());
+    let files = skymap(dir.path(), &proj, Some(&hl), json!({"width": 400})).unwrap();
+    let sky = decode(&files[0]);
+    assert_eq!((sky.width, sky.height), (400, 200));
+    for (x, y) in [(0, 0), (399, 0), (0, 199), (399, 199), (1, 100)] {
+        assert_eq!(sky.at(x, y), [0, 0, 0], "background at ({x}, {y})");
+    }
+    assert_eq!(sky.at(200, 100), ORANGE, "the highlighted token sits at the centre");
+    // the 40-token cluster saturates a pixel in the upper-left quadrant; the lone token is faint
+    let upper_left = (0..100).flat_map(|y| (0..200).map(move |x| (x, y)));
+    assert!(upper_left.clone().any(|(x, y)| sky.at(x, y)[2] == 255));
+    let lower_right = (100..200).flat_map(|y| (200..400).map(move |x| (x, y)));
+    let faint = lower_right
+        .map(|(x, y)| sky.at(x, y)[2])
+        .filter(|&b| b > 110)
+        .count();
+    assert!(faint >= 1, "the lone token shows");
+    // dim grey graticule: some pure grey pixels, none brighter than the grey away from points
+    assert!(sky.rgb.chunks(3).any(|p| p == [56, 56, 56]));
+
+    let density = decode(&files[1]);
+    assert_eq!((density.width, density.height), (400, 200));
+    assert_eq!(density.at(134, 66), [252, 255, 164], "the cluster's bin is the maximum");
+    assert_eq!(density.at(0, 199), [0, 0, 4], "empty bins are the colormap's bottom");
+
+    let eq = decode(&files[2]);
+    assert_eq!((eq.width, eq.height), (200, 200));
+    // r_max = 2, the highlight at r = 1, lon 0: 100 + 0.47·200/2 = 147
+    assert_eq!(eq.at(147, 100), ORANGE);
+    assert_eq!(eq.at(0, 0), [0, 0, 0]);
+
+    let csv = String::from_utf8(files[3].clone()).unwrap();
+    assert!(csv.starts_with("lon_bin,lat_bin,count,smoothed\n"));
+    let total: f64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, 42.0);
+    assert!(csv.contains("\n120,120,40,"));
+    let s: Value = serde_json::from_slice(&files[4]).unwrap();
+    assert_eq!(s["tokens"], json!(42));
+    assert_eq!(s["highlighted"], json!(1));
+    assert_eq!(s["heatmap"]["raw_max"], json!(40));
+    assert_eq!((s["heatmap"]["max_lon_bin"].clone(), s["heatmap"]["max_lat_bin"].clone()), (json!(120), json!(120)));
+    assert!((s["heatmap"]["raw_mean"].as_f64().unwrap() - 42.0 / 64800.0).abs() < 1e-15);
+    assert!((s["heatmap"]["mean"].as_f64().unwrap() - 42.0 / 64800.0).abs() < 1e-12);
+
+    // byte identity across runs
+    let again = skymap(dir.path(), &proj, Some(&hl), json!({"width": 400})).unwrap();
+    assert_eq!(files, again);
+
+    // flattened latitude moves the highlight north; no highlight input: no orange anywhere
+    let flat = skymap(dir.path(), &proj, Some(&hl), json!({"width": 400, "flatten": true})).unwrap();
+    let fsky = decode(&flat[0]);
+    assert_ne!(fsky.at(200, 100), ORANGE);
+    assert!(fsky.rgb.chunks(3).any(|p| p == ORANGE));
+    let plain = skymap(dir.path(), &proj, None, json!({"width": 400, "colormap": "gray"})).unwrap();
+    assert!(!decode(&plain[0]).rgb.chunks(3).any(|p| p == ORANGE));
+    assert_eq!(decode(&plain[1]).at(134, 66), [255, 255, 255]);
+}
+
+#[test]
+fn skymap_rejects_files_that_are_not_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("w.safetensors");
+    write_tensor(&p, "lat", Dtype::F32, &[3], &f32_bytes(&[0.0; 3]));
+    let e = skymap(dir.path(), &p, None, json!({})).err().unwrap();
+    assert!(e.contains("no tensor `lon`") && e.contains("w.pca"), "{e}");
+    let (proj, hl) = sky_fixture(dir.path());
+    let e = skymap(dir.path(), &proj, Some(&hl), json!({"highlight_mask": "dead"}))
+        .err()
+        .unwrap();
+    assert!(e.contains("no mask `dead`"), "{e}");
+}
+
+#[test]
+fn pca_then_skymap_on_a_planted_w() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = planted(0);
+    let path = dir.path().join("w.safetensors");
+    write_tensor(&path, "W", Dtype::F32, &[12, D], &f32_bytes(&w));
+    pca(dir.path(), &path, None, json!({}), 1).unwrap();
+    let files = skymap(dir.path(), &dir.path().join("projections.safetensors"), None, json!({"width": 64})).unwrap();
+    let s: Value = serde_json::from_slice(&files[4]).unwrap();
+    assert_eq!((s["tokens"].clone(), s["plotted"].clone()), (json!(12), json!(12)));
+    assert_eq!(decode(&files[0]).width, 64);
 }
