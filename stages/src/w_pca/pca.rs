@@ -18,7 +18,10 @@
 //!   with c the population-weighted centroid of all black-hole tokens, raw (uncentred), in f64 from
 //!   the exact rows; if there are no black holes (input not connected, or none in it) or s is
 //!   exactly 0, s = e · μ; if that is 0 too, s = the component of largest magnitude (first such
-//!   index). e is negated when s < 0; `flips` records it. `none` keeps libtorch's signs.
+//!   index). e is negated when s < 0; `flips` records it. `none` keeps libtorch's signs. The
+//!   rule is exactly V4.6 (no tolerance around 0), so a PC nearly orthogonal to the centroid can
+//!   change sign with the last bits of its eigenvector; the summary reports the weakest decision
+//!   (`weakest_pc`, `weakest_cos` = |cos| between the PC and the deciding vector).
 //! - **Projections**: the leading m = max(k, |north|, |meridian|, |equinox|) PCs, as a matrix in
 //!   `precision`, multiply blocks of raw rows (`frame` = raw) or centred rows (`centred`) with
 //!   libtorch `matmul`. `pcs` keeps the first k columns (rounded to F32); k = min(`components`, D).
@@ -131,7 +134,10 @@ pub(crate) fn sign_rule(e: &[f64], centroid: Option<&[f64]>, mean: &[f64]) -> (b
             best = j;
         }
     }
-    (e.get(best).is_some_and(|&x| x < 0.0), SignBasis::LargestComponent)
+    (
+        e.get(best).is_some_and(|&x| x < 0.0),
+        SignBasis::LargestComponent,
+    )
 }
 
 /// Latitude and longitude in degrees of (x, y, z) (S10; r = 0 gives (0, 0)).
@@ -180,7 +186,10 @@ fn stats(v: &[f32]) -> Option<Stats> {
         / n;
     Some(Stats {
         min: v.iter().map(|&x| x as f64).fold(f64::INFINITY, f64::min),
-        max: v.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max),
+        max: v
+            .iter()
+            .map(|&x| x as f64)
+            .fold(f64::NEG_INFINITY, f64::max),
         mean,
         std: var.sqrt(),
     })
@@ -197,6 +206,11 @@ struct SignSummary {
     decided_by_mean: usize,
     decided_by_largest_component: usize,
     flipped: usize,
+    /// The PC (1-based) whose sign was decided by the smallest |cos(e, reference)|, and that
+    /// cosine: near 0 the sign can change with last-bit changes of the eigenvector (e.g. another
+    /// thread count).
+    weakest_pc: Option<usize>,
+    weakest_cos: Option<f64>,
     /// How PC1…PC10 were decided and whether each was flipped.
     leading: Vec<(SignBasis, bool)>,
 }
@@ -279,7 +293,11 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     }
     // At most D PCs exist: a small model (D < k) gets all of them.
     let k = k.min(d);
-    for (pname, idx) in [("north", north), ("meridian", meridian), ("equinox", equinox)] {
+    for (pname, idx) in [
+        ("north", north),
+        ("meridian", meridian),
+        ("equinox", equinox),
+    ] {
         if idx == 0 || idx.unsigned_abs() as usize > d {
             return Err(p.error(format!(
                 "param `{pname}` = {idx}: a PC index must be 1…{d} (negative to flip), not 0 or \
@@ -311,7 +329,9 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
                         *s += fmt.to_f64(fmt.pattern(row, j));
                     }
                 }
-                sum.iter().map(|s| s / sorted.len() as f64).collect::<Vec<f64>>()
+                sum.iter()
+                    .map(|s| s / sorted.len() as f64)
+                    .collect::<Vec<f64>>()
             })
         });
         (mean, centroid)
@@ -327,7 +347,9 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
 
     let torch_err =
         |what: &str, e: tch::TchError| p.error(format!("libtorch failed to {what}: {e}"));
-    let _torch = TORCH.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _torch = TORCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     tch::set_num_threads(threads.clamp(1, i32::MAX as usize) as i32);
     let kind = precision.kind();
     let mean_t = Tensor::f_from_slice(&mean)
@@ -369,6 +391,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     let mut eigenvectors: Vec<f64> = Vec::with_capacity(d * d);
     let mut flips = vec![false; d];
     let mut bases = Vec::with_capacity(d);
+    // The PC whose deciding projection is closest to 0 (|cos| between e and the reference).
+    let mut weakest: Option<(usize, f64)> = None;
     for (pc, &i) in order.iter().enumerate() {
         let e = &vectors_asc[i * d..(i + 1) * d];
         let (flip, basis) = if signs == "none" {
@@ -378,6 +402,18 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         };
         flips[pc] = flip;
         bases.push(basis);
+        let reference = match basis {
+            SignBasis::Centroid => centroid.as_deref(),
+            SignBasis::Mean => Some(&mean[..]),
+            _ => None,
+        };
+        if let Some(v) = reference {
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let cos = e.iter().zip(v).map(|(a, b)| a * b).sum::<f64>().abs() / norm;
+            if weakest.is_none_or(|(_, c)| cos < c) {
+                weakest = Some((pc + 1, cos));
+            }
+        }
         eigenvectors.extend(e.iter().map(|&x| if flip { -x } else { x }));
     }
     drop(vectors_asc);
@@ -449,10 +485,30 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     write_safetensors(
         basis_out,
         &[
-            TensorOut { name: "eigenvalues", dtype: dt, shape: vec![d], data: &vals_b },
-            TensorOut { name: "eigenvectors", dtype: dt, shape: vec![d, d], data: &vecs_b },
-            TensorOut { name: "mean", dtype: dt, shape: vec![d], data: &mean_b },
-            TensorOut { name: "flips", dtype: Dtype::BOOL, shape: vec![d], data: &flips_b },
+            TensorOut {
+                name: "eigenvalues",
+                dtype: dt,
+                shape: vec![d],
+                data: &vals_b,
+            },
+            TensorOut {
+                name: "eigenvectors",
+                dtype: dt,
+                shape: vec![d, d],
+                data: &vecs_b,
+            },
+            TensorOut {
+                name: "mean",
+                dtype: dt,
+                shape: vec![d],
+                data: &mean_b,
+            },
+            TensorOut {
+                name: "flips",
+                dtype: Dtype::BOOL,
+                shape: vec![d],
+                data: &flips_b,
+            },
         ],
         &meta,
     )
@@ -485,7 +541,10 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     }));
     let mut pmeta = meta.clone();
     pmeta.insert("frame".into(), frame.clone());
-    pmeta.insert("axes".into(), format!("north={north},meridian={meridian},equinox={equinox}"));
+    pmeta.insert(
+        "axes".into(),
+        format!("north={north},meridian={meridian},equinox={equinox}"),
+    );
     write_safetensors(proj_out, &tensors, &pmeta).map_err(|e| p.error(e))?;
 
     // summary
@@ -528,7 +587,14 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             decided_by_mean: count(SignBasis::Mean),
             decided_by_largest_component: count(SignBasis::LargestComponent),
             flipped: flips.iter().filter(|&&f| f).count(),
-            leading: bases.iter().zip(&flips).take(10).map(|(&b, &f)| (b, f)).collect(),
+            weakest_pc: weakest.map(|w| w.0),
+            weakest_cos: weakest.map(|w| w.1),
+            leading: bases
+                .iter()
+                .zip(&flips)
+                .take(10)
+                .map(|(&b, &f)| (b, f))
+                .collect(),
         },
         r: stats(&rs),
         lat: stats(&lats),
@@ -599,10 +665,7 @@ fn block_tensor(
 
 /// All elements of `t` (any float kind) as f64, row-major.
 fn to_f64(t: &Tensor) -> Result<Vec<f64>, tch::TchError> {
-    let t = t
-        .f_to_kind(Kind::Double)?
-        .f_contiguous()?
-        .f_reshape([-1])?;
+    let t = t.f_to_kind(Kind::Double)?.f_contiguous()?.f_reshape([-1])?;
     let n = t.numel();
     let mut out = vec![0f64; n];
     t.f_copy_data(&mut out, n)?;
@@ -616,11 +679,20 @@ mod tests {
     #[test]
     fn sign_rule_prefers_centroid_then_mean_then_largest_component() {
         let e = [0.5, -0.75];
-        assert_eq!(sign_rule(&e, Some(&[1.0, 1.0]), &[1.0, 0.0]), (true, SignBasis::Centroid));
+        assert_eq!(
+            sign_rule(&e, Some(&[1.0, 1.0]), &[1.0, 0.0]),
+            (true, SignBasis::Centroid)
+        );
         // centroid orthogonal to e: the mean decides
-        assert_eq!(sign_rule(&e, Some(&[3.0, 2.0]), &[1.0, 0.0]), (false, SignBasis::Mean));
+        assert_eq!(
+            sign_rule(&e, Some(&[3.0, 2.0]), &[1.0, 0.0]),
+            (false, SignBasis::Mean)
+        );
         assert_eq!(sign_rule(&e, None, &[0.0, 1.0]), (true, SignBasis::Mean));
-        assert_eq!(sign_rule(&e, None, &[0.0, 0.0]), (true, SignBasis::LargestComponent));
+        assert_eq!(
+            sign_rule(&e, None, &[0.0, 0.0]),
+            (true, SignBasis::LargestComponent)
+        );
         assert_eq!(
             sign_rule(&[0.5, -0.5], None, &[0.0, 0.0]),
             (false, SignBasis::LargestComponent)

@@ -43,8 +43,8 @@ impl Canvas {
     /// Raises each channel of pixel (x, y) to at least `c` (off-canvas pixels are ignored).
     pub(crate) fn max(&mut self, x: i64, y: i64, c: Rgb) {
         if let Some(i) = self.index(x, y) {
-            for k in 0..3 {
-                self.pixels[i + k] = self.pixels[i + k].max(c[k]);
+            for (px, ck) in self.pixels[i..i + 3].iter_mut().zip(c) {
+                *px = px.max(ck);
             }
         }
     }
@@ -52,8 +52,8 @@ impl Canvas {
     /// Adds `c` to pixel (x, y).
     pub(crate) fn add(&mut self, x: i64, y: i64, c: Rgb) {
         if let Some(i) = self.index(x, y) {
-            for k in 0..3 {
-                self.pixels[i + k] += c[k];
+            for (px, ck) in self.pixels[i..i + 3].iter_mut().zip(c) {
+                *px += ck;
             }
         }
     }
@@ -138,7 +138,10 @@ pub(crate) fn mollweide(lon_deg: f64, lat_deg: f64) -> (f64, f64) {
         }
         t
     };
-    (2.0 * SQRT_2 / PI * lambda * theta.cos(), SQRT_2 * theta.sin())
+    (
+        2.0 * SQRT_2 / PI * lambda * theta.cos(),
+        SQRT_2 * theta.sin(),
+    )
 }
 
 /// `grid` (row-major, `nx` columns × `ny` rows) filtered by a Gaussian of `sigma` cells along
@@ -210,11 +213,19 @@ pub(crate) const GRAY: Colormap = Colormap(&[(0.0, [0, 0, 0]), (1.0, [255, 255, 
 impl Colormap {
     /// The colour at `t` (clamped to [0, 1]; NaN counts as 0).
     pub(crate) fn at(&self, t: f64) -> [u8; 3] {
-        let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) as f32 };
+        let t = if t.is_nan() {
+            0.0
+        } else {
+            t.clamp(0.0, 1.0) as f32
+        };
         let pts = self.0;
         let i = pts.partition_point(|p| p.0 <= t).clamp(1, pts.len() - 1);
         let ((t0, c0), (t1, c1)) = (pts[i - 1], pts[i]);
-        let f = if t1 > t0 { ((t - t0) / (t1 - t0)).clamp(0.0, 1.0) } else { 0.0 };
+        let f = if t1 > t0 {
+            ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let mut out = [0u8; 3];
         for k in 0..3 {
             out[k] = (c0[k] as f32 + f * (c1[k] as f32 - c0[k] as f32)).round() as u8;
@@ -263,8 +274,8 @@ mod tests {
         for lat in [-89.9f64, -60.0, -10.0, 5.0, 30.0, 75.0, 89.99] {
             let (_, y) = mollweide(0.0, lat);
             let theta = (y / SQRT_2).asin();
-            let residual = 2.0 * theta + (2.0 * theta).sin()
-                - std::f64::consts::PI * lat.to_radians().sin();
+            let residual =
+                2.0 * theta + (2.0 * theta).sin() - std::f64::consts::PI * lat.to_radians().sin();
             assert!(residual.abs() < 1e-9, "lat {lat}: {residual}");
         }
     }

@@ -130,7 +130,10 @@ pub(crate) fn polar_pixel(size: usize, r_max: f64, lon: f64, r: f64) -> (i64, i6
     let (c, radius) = polar_frame(size);
     let rho = if r_max > 0.0 { radius * r / r_max } else { 0.0 };
     let a = lon.to_radians();
-    ((c + rho * a.cos()).floor() as i64, (c - rho * a.sin()).floor() as i64)
+    (
+        (c + rho * a.cos()).floor() as i64,
+        (c - rho * a.sin()).floor() as i64,
+    )
 }
 
 fn polar_frame(size: usize) -> (f64, f64) {
@@ -283,7 +286,10 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     }
     for s in (0..360).step_by(30) {
         let a = (s as f64).to_radians();
-        eq.polyline(&[(c, c), (c + radius * a.cos(), c - radius * a.sin())], GRID_GREY);
+        eq.polyline(
+            &[(c, c), (c + radius * a.cos(), c - radius * a.sin())],
+            GRID_GREY,
+        );
     }
     let on_plot = |t: usize| r[t].is_finite();
     expose(

@@ -73,10 +73,10 @@ fn direction(i: usize) -> [f32; D] {
 /// Rows μ + s_i·3u_i and μ − s_i·3u_i for each direction (V = 12), then `extra` copies of row 0.
 fn planted(extra: usize) -> Vec<f32> {
     let mut w = Vec::new();
-    for i in 0..D {
+    for (i, s) in S.iter().enumerate() {
         let u = direction(i);
         for sign in [1.0f32, -1.0] {
-            w.extend((0..D).map(|j| MU[j] + sign * S[i] * u[j]));
+            w.extend((0..D).map(|j| MU[j] + sign * s * u[j]));
         }
     }
     for _ in 0..extra {
@@ -140,7 +140,11 @@ fn values(file: &[u8], name: &str) -> (Vec<usize>, Vec<f64>) {
 }
 
 fn dtype_of(file: &[u8], name: &str) -> Dtype {
-    SafeTensors::deserialize(file).unwrap().tensor(name).unwrap().dtype()
+    SafeTensors::deserialize(file)
+        .unwrap()
+        .tensor(name)
+        .unwrap()
+        .dtype()
 }
 
 /// A `w.black_holes`-style members file marking `tokens` as black hole 1.
@@ -193,7 +197,11 @@ fn pca_recovers_planted_eigenvalues_and_directions_in_both_precisions_and_diviso
             1,
         )
         .unwrap();
-        let want_dtype = if precision == "f32" { Dtype::F32 } else { Dtype::F64 };
+        let want_dtype = if precision == "f32" {
+            Dtype::F32
+        } else {
+            Dtype::F64
+        };
         for t in ["eigenvalues", "eigenvectors", "mean"] {
             assert_eq!(dtype_of(&o.basis, t), want_dtype, "{precision} {t}");
         }
@@ -214,7 +222,11 @@ fn pca_recovers_planted_eigenvalues_and_directions_in_both_precisions_and_diviso
             );
             let u: Vec<f64> = direction(i).iter().map(|&x| x as f64 / 3.0).collect();
             let e = &vecs[pc * D..(pc + 1) * D];
-            assert!((dot(e, &u).abs() - 1.0).abs() < 10.0 * tol.max(1e-6), "PC{}", pc + 1);
+            assert!(
+                (dot(e, &u).abs() - 1.0).abs() < 10.0 * tol.max(1e-6),
+                "PC{}",
+                pc + 1
+            );
         }
         assert!(lambda.windows(2).all(|p| p[0] >= p[1]), "sorted descending");
         let s = &o.summary;
@@ -233,7 +245,10 @@ fn pca_recovers_planted_eigenvalues_and_directions_in_both_precisions_and_diviso
 fn bf16_and_f32_inputs_of_the_same_values_give_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let w = planted(0);
-    let (pf, pb) = (dir.path().join("f.safetensors"), dir.path().join("b.safetensors"));
+    let (pf, pb) = (
+        dir.path().join("f.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
     write_tensor(&pf, "W", Dtype::F32, &[12, D], &f32_bytes(&w));
     write_tensor(&pb, "W", Dtype::BF16, &[12, D], &bf16_bytes(&w));
     let (df, db) = (dir.path().join("f"), dir.path().join("b"));
@@ -274,20 +289,46 @@ fn signs_follow_the_black_hole_centroid_and_negating_w_negates_the_basis() {
     let (_, vb) = values(&b.basis, "eigenvectors");
     for pc in 0..D {
         let e = &va[pc * D..(pc + 1) * D];
-        assert!(dot(e, &centroid) > 0.0, "PC{}: centroid projects positively", pc + 1);
+        assert!(
+            dot(e, &centroid) > 0.0,
+            "PC{}: centroid projects positively",
+            pc + 1
+        );
     }
-    assert_eq!(va, vb.iter().map(|x| -x).collect::<Vec<_>>(), "basis follows W's sign");
+    assert_eq!(
+        va,
+        vb.iter().map(|x| -x).collect::<Vec<_>>(),
+        "basis follows W's sign"
+    );
     let (_, fa) = values(&a.basis, "flips");
     let (_, fb) = values(&b.basis, "flips");
     for pc in 0..D {
-        assert_eq!(fa[pc] + fb[pc], 1.0, "PC{}: exactly one of the two flipped", pc + 1);
+        assert_eq!(
+            fa[pc] + fb[pc],
+            1.0,
+            "PC{}: exactly one of the two flipped",
+            pc + 1
+        );
     }
     assert_eq!(a.summary["signs"]["decided_by_centroid"], json!(D));
     assert_eq!(a.summary["signs"]["black_hole_tokens"], json!(6));
+    let weakest = a.summary["signs"]["weakest_cos"].as_f64().unwrap();
+    let pc = a.summary["signs"]["weakest_pc"].as_u64().unwrap() as usize;
+    let norm = dot(&centroid, &centroid).sqrt();
+    let cos = |k: usize| dot(&va[k * D..(k + 1) * D], &centroid).abs() / norm;
+    assert!((weakest - cos(pc - 1)).abs() < 1e-12);
+    assert!((0..D).all(|k| cos(k) >= weakest));
 
     // `none` keeps libtorch's signs: no flips, and the result differs from `centroid` exactly by
     // the recorded flips
-    let n = pca(&da, &pw, Some(&bh), json!({"precision": "f64", "signs": "none"}), 1).unwrap();
+    let n = pca(
+        &da,
+        &pw,
+        Some(&bh),
+        json!({"precision": "f64", "signs": "none"}),
+        1,
+    )
+    .unwrap();
     let (_, vn) = values(&n.basis, "eigenvectors");
     assert!(values(&n.basis, "flips").1.iter().all(|&f| f == 0.0));
     for pc in 0..D {
@@ -320,15 +361,29 @@ fn spherical_coordinates_follow_the_chosen_axes_and_frame() {
     let (shape, pcs) = values(&raw.projections, "pcs");
     assert_eq!(shape, [12, 3]);
     let get = |name: &str| values(&raw.projections, name).1;
-    let (x, y, z, r, lat, lon) = (get("x"), get("y"), get("z"), get("r"), get("lat"), get("lon"));
+    let (x, y, z, r, lat, lon) = (
+        get("x"),
+        get("y"),
+        get("z"),
+        get("r"),
+        get("lat"),
+        get("lon"),
+    );
     for t in 0..12 {
         let row: Vec<f64> = w[t * D..(t + 1) * D].iter().map(|&v| v as f64).collect();
         for c in 0..3 {
             let want = dot(&row, &vecs[c * D..(c + 1) * D]) as f32 as f64;
-            assert!((pcs[t * 3 + c] - want).abs() < 1e-5, "token {t} PC{}", c + 1);
+            assert!(
+                (pcs[t * 3 + c] - want).abs() < 1e-5,
+                "token {t} PC{}",
+                c + 1
+            );
         }
         // defaults: north = PC2, meridian = PC1, equinox = PC3
-        assert_eq!((x[t], y[t], z[t]), (pcs[t * 3], pcs[t * 3 + 2], pcs[t * 3 + 1]));
+        assert_eq!(
+            (x[t], y[t], z[t]),
+            (pcs[t * 3], pcs[t * 3 + 2], pcs[t * 3 + 1])
+        );
         let rr = (x[t] * x[t] + y[t] * y[t] + z[t] * z[t]).sqrt();
         assert!((r[t] - rr).abs() < 1e-5 * rr);
         assert!((lat[t] - (z[t] / rr).asin().to_degrees()).abs() < 1e-4);
@@ -354,7 +409,10 @@ fn spherical_coordinates_follow_the_chosen_axes_and_frame() {
             let shift = dot(&mu, &vecs[k * D..(k + 1) * D]);
             assert!((cpcs[t * 3 + k] - (pcs[t * 3 + k] - shift)).abs() < 1e-5);
         }
-        assert_eq!((cx[t], cy[t], cz[t]), (cpcs[t * 3 + 1], -cpcs[t * 3 + 2], cpcs[t * 3]));
+        assert_eq!(
+            (cx[t], cy[t], cz[t]),
+            (cpcs[t * 3 + 1], -cpcs[t * 3 + 2], cpcs[t * 3])
+        );
     }
 }
 
@@ -405,15 +463,23 @@ fn bad_inputs_and_params_are_rejected_with_clear_errors() {
     let o = pca(dir.path(), &good, None, json!({"components": 7}), 1).unwrap();
     assert_eq!(values(&o.projections, "pcs").0, [12, D]);
     assert_eq!(o.summary["components"], json!(D));
-    let e = pca(dir.path(), &good, None, json!({"north": 0}), 1).err().unwrap();
+    let e = pca(dir.path(), &good, None, json!({"north": 0}), 1)
+        .err()
+        .unwrap();
     assert!(e.contains("`north`"), "{e}");
-    let e = pca(dir.path(), &good, None, json!({"equinox": -7}), 1).err().unwrap();
+    let e = pca(dir.path(), &good, None, json!({"equinox": -7}), 1)
+        .err()
+        .unwrap();
     assert!(e.contains("`equinox`"), "{e}");
-    let e = pca(dir.path(), &good, None, json!({"tensor": "X"}), 1).err().unwrap();
+    let e = pca(dir.path(), &good, None, json!({"tensor": "X"}), 1)
+        .err()
+        .unwrap();
     assert!(e.contains("no tensor `X`"), "{e}");
     let bh = dir.path().join("bh.safetensors");
     members_file(&bh, 5, &[0]);
-    let e = pca(dir.path(), &good, Some(&bh), json!({}), 1).err().unwrap();
+    let e = pca(dir.path(), &good, Some(&bh), json!({}), 1)
+        .err()
+        .unwrap();
     assert!(e.contains("black_holes") && e.contains("12 rows"), "{e}");
     let mut nan = planted(0);
     nan[7] = f32::NAN;
@@ -481,12 +547,15 @@ fn pca_is_byte_identical_across_runs_and_close_across_thread_counts() {
 #[test]
 #[ignore = "needs the extracted SmolLM2 W; run with --ignored --nocapture"]
 fn real_smollm2_pca_and_skymap() {
-    let w = std::env::var("AZIMUTH_SMOLLM2_W").unwrap_or_else(|_| "/work/main/out/smollm2/w".into());
-    let out = std::env::var("AZIMUTH_PCA_OUT").map(PathBuf::from).unwrap_or_else(|_| {
-        let d = std::env::temp_dir().join("azimuth-pca-smollm2");
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    });
+    let w =
+        std::env::var("AZIMUTH_SMOLLM2_W").unwrap_or_else(|_| "/work/main/out/smollm2/w".into());
+    let out = std::env::var("AZIMUTH_PCA_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let d = std::env::temp_dir().join("azimuth-pca-smollm2");
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        });
     let threads: usize = std::env::var("AZIMUTH_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
@@ -501,7 +570,11 @@ fn real_smollm2_pca_and_skymap() {
         ("summary", out.join("bh_summary.json")),
         ("members", members.clone()),
     ];
-    run("w.black_holes", &ctx(json!({}), &[("w", w)], &bh_outs, threads)).unwrap();
+    run(
+        "w.black_holes",
+        &ctx(json!({}), &[("w", w)], &bh_outs, threads),
+    )
+    .unwrap();
     let t0 = std::time::Instant::now();
     let o = pca(&out, w, Some(&members), params, threads).unwrap();
     println!("w.pca: {:.2} s", t0.elapsed().as_secs_f64());
@@ -512,14 +585,20 @@ fn real_smollm2_pca_and_skymap() {
         "w.skymap",
         &ctx(
             json!({}),
-            &[("projections", &out.join("projections.safetensors")), ("highlight", &members)],
+            &[
+                ("projections", &out.join("projections.safetensors")),
+                ("highlight", &members),
+            ],
             &outs,
             threads,
         ),
     )
     .unwrap();
     println!("w.skymap: {:.2} s", t0.elapsed().as_secs_f64());
-    println!("{}", std::fs::read_to_string(out.join("sky_summary.json")).unwrap());
+    println!(
+        "{}",
+        std::fs::read_to_string(out.join("sky_summary.json")).unwrap()
+    );
 }
 
 fn skymap_outputs(dir: &Path) -> Vec<(&'static str, PathBuf)> {
@@ -588,14 +667,22 @@ fn decode(bytes: &[u8]) -> Png {
     }
 }
 
-fn skymap(dir: &Path, proj: &Path, hl: Option<&Path>, params: Value) -> Result<Vec<Vec<u8>>, String> {
+fn skymap(
+    dir: &Path,
+    proj: &Path,
+    hl: Option<&Path>,
+    params: Value,
+) -> Result<Vec<Vec<u8>>, String> {
     let outs = skymap_outputs(dir);
     let mut inputs = vec![("projections", proj)];
     if let Some(h) = hl {
         inputs.push(("highlight", h));
     }
     run("w.skymap", &ctx(params, &inputs, &outs, 1)).map_err(|e| e.0)?;
-    Ok(outs.iter().map(|(_, p)| std::fs::read(p).unwrap()).collect())
+    Ok(outs
+        .iter()
+        .map(|(_, p)| std::fs::read(p).unwrap())
+        .collect())
 }
 
 const ORANGE: [u8; 3] = [255, 115, 26];
@@ -610,7 +697,11 @@ fn skymap_draws_points_highlights_and_density_where_they_belong() {
     for (x, y) in [(0, 0), (399, 0), (0, 199), (399, 199), (1, 100)] {
         assert_eq!(sky.at(x, y), [0, 0, 0], "background at ({x}, {y})");
     }
-    assert_eq!(sky.at(200, 100), ORANGE, "the highlighted token sits at the centre");
+    assert_eq!(
+        sky.at(200, 100),
+        ORANGE,
+        "the highlighted token sits at the centre"
+    );
     // the 40-token cluster saturates a pixel in the upper-left quadrant; the lone token is faint
     let upper_left = (0..100).flat_map(|y| (0..200).map(move |x| (x, y)));
     assert!(upper_left.clone().any(|(x, y)| sky.at(x, y)[2] == 255));
@@ -625,8 +716,16 @@ fn skymap_draws_points_highlights_and_density_where_they_belong() {
 
     let density = decode(&files[1]);
     assert_eq!((density.width, density.height), (400, 200));
-    assert_eq!(density.at(134, 66), [252, 255, 164], "the cluster's bin is the maximum");
-    assert_eq!(density.at(0, 199), [0, 0, 4], "empty bins are the colormap's bottom");
+    assert_eq!(
+        density.at(134, 66),
+        [252, 255, 164],
+        "the cluster's bin is the maximum"
+    );
+    assert_eq!(
+        density.at(0, 199),
+        [0, 0, 4],
+        "empty bins are the colormap's bottom"
+    );
 
     let eq = decode(&files[2]);
     assert_eq!((eq.width, eq.height), (200, 200));
@@ -647,7 +746,13 @@ fn skymap_draws_points_highlights_and_density_where_they_belong() {
     assert_eq!(s["tokens"], json!(42));
     assert_eq!(s["highlighted"], json!(1));
     assert_eq!(s["heatmap"]["raw_max"], json!(40));
-    assert_eq!((s["heatmap"]["max_lon_bin"].clone(), s["heatmap"]["max_lat_bin"].clone()), (json!(120), json!(120)));
+    assert_eq!(
+        (
+            s["heatmap"]["max_lon_bin"].clone(),
+            s["heatmap"]["max_lat_bin"].clone()
+        ),
+        (json!(120), json!(120))
+    );
     assert!((s["heatmap"]["raw_mean"].as_f64().unwrap() - 42.0 / 64800.0).abs() < 1e-15);
     assert!((s["heatmap"]["mean"].as_f64().unwrap() - 42.0 / 64800.0).abs() < 1e-12);
 
@@ -656,11 +761,23 @@ fn skymap_draws_points_highlights_and_density_where_they_belong() {
     assert_eq!(files, again);
 
     // flattened latitude moves the highlight north; no highlight input: no orange anywhere
-    let flat = skymap(dir.path(), &proj, Some(&hl), json!({"width": 400, "flatten": true})).unwrap();
+    let flat = skymap(
+        dir.path(),
+        &proj,
+        Some(&hl),
+        json!({"width": 400, "flatten": true}),
+    )
+    .unwrap();
     let fsky = decode(&flat[0]);
     assert_ne!(fsky.at(200, 100), ORANGE);
     assert!(fsky.rgb.chunks(3).any(|p| p == ORANGE));
-    let plain = skymap(dir.path(), &proj, None, json!({"width": 400, "colormap": "gray"})).unwrap();
+    let plain = skymap(
+        dir.path(),
+        &proj,
+        None,
+        json!({"width": 400, "colormap": "gray"}),
+    )
+    .unwrap();
     assert!(!decode(&plain[0]).rgb.chunks(3).any(|p| p == ORANGE));
     assert_eq!(decode(&plain[1]).at(134, 66), [255, 255, 255]);
 }
@@ -673,9 +790,14 @@ fn skymap_rejects_files_that_are_not_projections() {
     let e = skymap(dir.path(), &p, None, json!({})).err().unwrap();
     assert!(e.contains("no tensor `lon`") && e.contains("w.pca"), "{e}");
     let (proj, hl) = sky_fixture(dir.path());
-    let e = skymap(dir.path(), &proj, Some(&hl), json!({"highlight_mask": "dead"}))
-        .err()
-        .unwrap();
+    let e = skymap(
+        dir.path(),
+        &proj,
+        Some(&hl),
+        json!({"highlight_mask": "dead"}),
+    )
+    .err()
+    .unwrap();
     assert!(e.contains("no mask `dead`"), "{e}");
 }
 
@@ -686,8 +808,17 @@ fn pca_then_skymap_on_a_planted_w() {
     let path = dir.path().join("w.safetensors");
     write_tensor(&path, "W", Dtype::F32, &[12, D], &f32_bytes(&w));
     pca(dir.path(), &path, None, json!({}), 1).unwrap();
-    let files = skymap(dir.path(), &dir.path().join("projections.safetensors"), None, json!({"width": 64})).unwrap();
+    let files = skymap(
+        dir.path(),
+        &dir.path().join("projections.safetensors"),
+        None,
+        json!({"width": 64}),
+    )
+    .unwrap();
     let s: Value = serde_json::from_slice(&files[4]).unwrap();
-    assert_eq!((s["tokens"].clone(), s["plotted"].clone()), (json!(12), json!(12)));
+    assert_eq!(
+        (s["tokens"].clone(), s["plotted"].clone()),
+        (json!(12), json!(12))
+    );
     assert_eq!(decode(&files[0]).width, 64);
 }

@@ -56,7 +56,8 @@ pub const PCA: StageSpec = StageSpec {
         },
         PortSpec {
             name: "summary",
-            doc: "JSON: leading and trailing eigenvalues, variance explained (PC1…PC3, top 3/10/100 \
+            doc:
+                "JSON: leading and trailing eigenvalues, variance explained (PC1…PC3, top 3/10/100 \
                   cumulative, %), the sign rule and how each PC's sign was decided, ranges, means \
                   and standard deviations of r, lat, lon (and x, y, z)",
             many: false,
@@ -168,7 +169,8 @@ pub const SKYMAP: StageSpec = StageSpec {
         },
         PortSpec {
             name: "equatorial",
-            doc: "PNG, width/2 × width/2: polar plot of r (radius) against longitude (angle, 0° to \
+            doc:
+                "PNG, width/2 × width/2: polar plot of r (radius) against longitude (angle, 0° to \
                   the right, counter-clockwise) on black, rings at quarters of the largest r",
             many: false,
             optional: false,
@@ -182,7 +184,8 @@ pub const SKYMAP: StageSpec = StageSpec {
         },
         PortSpec {
             name: "summary",
-            doc: "JSON: heatmap max and mean (smoothed and raw), tokens plotted, highlighted count, \
+            doc:
+                "JSON: heatmap max and mean (smoothed and raw), tokens plotted, highlighted count, \
                   image sizes",
             many: false,
             optional: false,
