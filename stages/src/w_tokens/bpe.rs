@@ -40,7 +40,10 @@ enum Norm {
 
 enum Pre {
     Split(Regex),
-    ByteLevel { prefix_space: bool, regex: Option<Regex> },
+    ByteLevel {
+        prefix_space: bool,
+        regex: Option<Regex>,
+    },
 }
 
 pub(crate) struct Encoder {
@@ -72,7 +75,11 @@ fn norms_of(n: &Value, out: &mut Vec<Norm>) -> Result<(), String> {
                 norms_of(sub, out)?;
             }
         }
-        other => return Err(format!("normalizer {other:?} is not supported for reachability")),
+        other => {
+            return Err(format!(
+                "normalizer {other:?} is not supported for reachability"
+            ))
+        }
     }
     Ok(())
 }
@@ -165,14 +172,21 @@ impl Encoder {
         let model = &json["model"];
         let kind = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
         if kind != "BPE" {
-            return Err(format!("model type `{kind}` (only byte-level BPE is supported)"));
+            return Err(format!(
+                "model type `{kind}` (only byte-level BPE is supported)"
+            ));
         }
         let mut vocab = HashMap::new();
-        for (tok, id) in model["vocab"].as_object().ok_or("`model.vocab` is not a map")? {
+        for (tok, id) in model["vocab"]
+            .as_object()
+            .ok_or("`model.vocab` is not a map")?
+        {
             vocab.insert(tok.clone(), id.as_u64().ok_or("non-integer id")? as u32);
         }
         let mut merges = HashMap::new();
-        let list = model["merges"].as_array().ok_or("`model.merges` is not a list")?;
+        let list = model["merges"]
+            .as_array()
+            .ok_or("`model.merges` is not a list")?;
         for (rank, m) in list.iter().enumerate() {
             let (a, b) = match m {
                 Value::String(s) => s
@@ -188,7 +202,9 @@ impl Encoder {
             let (Some(&ia), Some(&ib), Some(&ij)) =
                 (vocab.get(&a), vocab.get(&b), vocab.get(&format!("{a}{b}")))
             else {
-                return Err(format!("merge {rank} ({a:?}, {b:?}) names a token not in the vocab"));
+                return Err(format!(
+                    "merge {rank} ({a:?}, {b:?}) names a token not in the vocab"
+                ));
             };
             merges.entry((ia, ib)).or_insert((rank as u32, ij));
         }

@@ -36,7 +36,7 @@ use azimuth_stage_api::specs::w_tokens::TOKENS as SPEC;
 
 use super::bpe::Encoder;
 use super::scripts;
-use super::vocab::{self, byte_level_inverse, Source, Vocab};
+use super::vocab::{self, byte_level_inverse, Source};
 use crate::io::MappedSafetensors;
 use crate::params::Params;
 use crate::w_analysis::{load_black_holes, load_mask, with_threads};
@@ -485,7 +485,9 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     });
     type IsThai = fn(&Token) -> bool;
     let variants: [(&str, IsThai); 3] = [
-        ("dominant_name (variant 1: THAI)", |t| t.script_name == "THAI"),
+        ("dominant_name (variant 1: THAI)", |t| {
+            t.script_name == "THAI"
+        }),
         ("any_range (variant 2: Thai)", |t| t.script == "Thai"),
         ("thai_first (variant 3)", |t| t.thai_first),
     ];
@@ -509,7 +511,9 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
                 dead_share_of_all: ratio(dead_thai, dead_ids.len()),
                 dead_share_of_decodable: dead_share,
                 share_of_thai_in_dead: ratio(dead_thai, vocab_thai),
-                enrichment: dead_share.filter(|_| vocab_share > 0.0).map(|s| s / vocab_share),
+                enrichment: dead_share
+                    .filter(|_| vocab_share > 0.0)
+                    .map(|s| s / vocab_share),
             }
         })
         .collect();

@@ -61,13 +61,28 @@ pub(crate) fn byte_level_inverse() -> BTreeMap<char, u8> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Step {
     ByteLevel,
-    WordPiece { prefix: String, cleanup: bool },
-    Metaspace { replacement: char, drop_in_first: bool },
-    Replace { pattern: String, content: String },
+    WordPiece {
+        prefix: String,
+        cleanup: bool,
+    },
+    Metaspace {
+        replacement: char,
+        drop_in_first: bool,
+    },
+    Replace {
+        pattern: String,
+        content: String,
+    },
     ByteFallback,
     Fuse,
-    Strip { content: char, start: usize, stop: usize },
-    BpeSuffix { suffix: String },
+    Strip {
+        content: char,
+        start: usize,
+        stop: usize,
+    },
+    BpeSuffix {
+        suffix: String,
+    },
 }
 
 /// What kind of file the vocabulary came from.
@@ -110,8 +125,7 @@ pub(crate) fn load(p: &Params<'_>, path: &Path, decoder: &str) -> Result<Vocab, 
         ))
     };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let json: Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let json: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
     let obj = json
         .as_object()
         .ok_or_else(|| bad("not a JSON object".into()))?;
@@ -315,7 +329,11 @@ fn decoder_steps(d: &Value) -> Result<(Vec<Step>, String), String> {
             }
             return Ok((steps, format!("Sequence[{}]", names.join(", "))));
         }
-        other => return Err(format!("decoder type `{other}` is not supported by w.tokens")),
+        other => {
+            return Err(format!(
+                "decoder type `{other}` is not supported by w.tokens"
+            ))
+        }
     };
     Ok((vec![step], ty.to_string()))
 }
@@ -359,10 +377,7 @@ fn guess_steps<'s>(tokens: impl Iterator<Item = &'s str> + Clone) -> (Vec<Step>,
     let has_hash = tokens.clone().any(|t| t.starts_with("##") && t.len() > 2);
     let has_bert = tokens.clone().any(|t| t == "[UNK]" || t == "[CLS]");
     if has_hash && has_bert {
-        return (
-            forced_steps("wordpiece"),
-            "wordpiece (guessed)".into(),
-        );
+        return (forced_steps("wordpiece"), "wordpiece (guessed)".into());
     }
     if tokens.clone().any(|t| t.starts_with('▁')) {
         return (forced_steps("metaspace"), "metaspace (guessed)".into());

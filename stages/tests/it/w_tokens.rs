@@ -37,7 +37,10 @@ fn write_st(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
 /// A W file of `rows` × 1 BF16 zeros (only its shape matters to `w.tokens`).
 fn write_w(dir: &Path, rows: usize) -> PathBuf {
     let path = dir.join("w.safetensors");
-    write_st(&path, &[("W", Dtype::BF16, vec![rows, 1], vec![0; rows * 2])]);
+    write_st(
+        &path,
+        &[("W", Dtype::BF16, vec![rows, 1], vec![0; rows * 2])],
+    );
     path
 }
 
@@ -250,24 +253,52 @@ fn byte_level_bpe_decodes_scripts_flags_and_dead_set_exactly() {
         .map(|c| col(id, c))
     };
     assert_eq!(row(97), ["a", "61", "true", "LATIN", "Latin", "false"]);
-    assert_eq!(row(32), [" ", "20", "true", "Empty/Whitespace", "other", "false"]);
-    assert_eq!(row(10), ["\\u{a}", "0a", "true", "Empty/Whitespace", "other", "false"]);
+    assert_eq!(
+        row(32),
+        [" ", "20", "true", "Empty/Whitespace", "other", "false"]
+    );
+    assert_eq!(
+        row(10),
+        ["\\u{a}", "0a", "true", "Empty/Whitespace", "other", "false"]
+    );
     assert_eq!(row(34), ["\"", "22", "true", "QUOTATION", "other", "false"]);
     assert_eq!(row(92), ["\\\\", "5c", "true", "REVERSE", "other", "false"]);
-    assert_eq!(row(258), [" the", "20746865", "true", "LATIN", "Latin", "false"]);
+    assert_eq!(
+        row(258),
+        [" the", "20746865", "true", "LATIN", "Latin", "false"]
+    );
     // Half of 'ก': an invalid UTF-8 fragment, printed as one U+FFFD.
-    assert_eq!(row(259), ["\u{FFFD}", "e0b8", "false", "REPLACEMENT", "other", "false"]);
+    assert_eq!(
+        row(259),
+        ["\u{FFFD}", "e0b8", "false", "REPLACEMENT", "other", "false"]
+    );
     assert_eq!(row(260), ["ก", "e0b881", "true", "THAI", "Thai", "true"]);
     assert_eq!(row(262), ["中", "e4b8ad", "true", "CJK", "CJK", "false"]);
     assert_eq!(row(263), ["م", "d985", "true", "ARABIC", "Arabic", "false"]);
-    assert_eq!(row(264), ["<|x|>", "3c7c787c3e", "true", "VERTICAL", "special", "false"]);
+    assert_eq!(
+        row(264),
+        [
+            "<|x|>",
+            "3c7c787c3e",
+            "true",
+            "VERTICAL",
+            "special",
+            "false"
+        ]
+    );
     assert_eq!(col(264, "special"), "true");
     assert_eq!(col(267, "text"), "<think>");
     assert_eq!(col(267, "special"), "false");
-    assert_eq!(row(266), ["", "", "true", "Empty/Whitespace", "empty", "false"]);
+    assert_eq!(
+        row(266),
+        ["", "", "true", "Empty/Whitespace", "empty", "false"]
+    );
     assert_eq!(col(266, "orphan"), "false", "a hole is not an orphan");
     for id in [268, 269] {
-        assert_eq!(row(id), ["", "", "true", "Empty/Whitespace", "empty", "false"]);
+        assert_eq!(
+            row(id),
+            ["", "", "true", "Empty/Whitespace", "empty", "false"]
+        );
         assert_eq!(col(id, "orphan"), "true");
     }
     assert_eq!(col(268, "black_hole"), "1");
@@ -358,7 +389,11 @@ fn reachability_counts_and_lengths() {
     for id in [128, 255, 259, 261] {
         assert_eq!(reach(id), ("false".into(), "3".into()), "id {id}");
     }
-    assert_eq!(reach(265), ("false".into(), "2".into()), "no merge builds `ab`");
+    assert_eq!(
+        reach(265),
+        ("false".into(), "2".into()),
+        "no merge builds `ab`"
+    );
     assert_eq!(reach(268), ("false".into(), "0".into()), "orphan");
     let r = &out.summary["reachability"];
     assert_eq!(r["all"]["reachable"], 128 + 8);
@@ -481,7 +516,10 @@ fn extract_vocab_json_is_read_and_its_decoder_guessed() {
     assert_eq!(cols(5), ["\\u{a}", "0a"]);
     assert_eq!(cols(6), ["  ", "2020"]);
     assert_eq!(t[&0]["script"], "special");
-    assert_eq!(t[&0]["special"], "false", "a w.extract vocab has no special flags");
+    assert_eq!(
+        t[&0]["special"], "false",
+        "a w.extract vocab has no special flags"
+    );
     assert_eq!(t[&4]["orphan"], "false");
     assert_eq!(t[&7]["orphan"], "true");
     let s = &out.summary;
@@ -505,7 +543,11 @@ fn extract_vocab_json_is_read_and_its_decoder_guessed() {
     );
     let out = run_tokens(dir.path(), &[("vocab", wp.as_path())], json!({}), 1).unwrap();
     assert_eq!(out.summary["vocab"]["decoder"], "wordpiece (guessed)");
-    assert_eq!(table(&out.tokens)[&2]["bytes_hex"], "c3a9", "é is not a byte char here");
+    assert_eq!(
+        table(&out.tokens)[&2]["bytes_hex"],
+        "c3a9",
+        "é is not a byte char here"
+    );
 }
 
 #[test]
@@ -515,7 +557,10 @@ fn bad_inputs_are_clear_errors() {
     let e = run_tokens(dir.path(), &[("vocab", junk.as_path())], json!({}), 1)
         .err()
         .unwrap();
-    assert!(e.contains("junk.json") && e.contains("neither a tokenizer.json"), "{e}");
+    assert!(
+        e.contains("junk.json") && e.contains("neither a tokenizer.json"),
+        "{e}"
+    );
     let text = dir.path().join("t.txt");
     std::fs::write(&text, "not json").unwrap();
     let e = run_tokens(dir.path(), &[("vocab", text.as_path())], json!({}), 1)
@@ -628,6 +673,22 @@ fn real_qwen3_tokenizer_when_fetched() {
         r["unreachable"],
         r["lengths_unreachable"]
     );
+    // S12: replacement-character tokens re-encode to one other token ([5691]); the ten cluster
+    // specials and '$PostalCodesNL' (83971) are reachable.
+    for id in [124, 125, 177, 187, 123_806] {
+        assert_eq!(t[&id]["text"], "\u{FFFD}", "id {id}");
+        assert_eq!(
+            (
+                t[&id]["reachable"].as_str(),
+                t[&id]["reencoded_len"].as_str()
+            ),
+            ("false", "1")
+        );
+    }
+    for id in [151_646, 151_651, 151_654, 151_656, 151_662, 83_971] {
+        assert_eq!(t[&id]["reachable"], "true", "id {id} {}", t[&id]["text"]);
+    }
+    assert_eq!(t[&83_971]["text"], "$PostalCodesNL");
     // S12: 3,357 of ids 0…151,668 do not survive the round trip.
     assert_eq!(r["unreachable"], 3_357);
     assert_eq!(r["reachable"], 148_312);
@@ -651,7 +712,88 @@ fn real_all_minilm_tokenizer_when_fetched() {
     assert_eq!(t[&1]["reserved"], "true");
     eprintln!(
         "all-minilm: reserved-looking {}, v1 THAI {}, v2 Thai {}, scripts v2 {}",
-        s["reserved_looking"], s["thai"][0]["vocab_thai"], s["thai"][1]["vocab_thai"],
+        s["reserved_looking"],
+        s["thai"][0]["vocab_thai"],
+        s["thai"][1]["vocab_thai"],
         s["scripts"]["any_range"]
+    );
+}
+
+/// Runs `stage` with one input file per port and outputs named after their ports in `dir`.
+fn run_stage(stage: &str, dir: &Path, inputs: &[(&str, &Path)], outputs: &[&str]) -> Vec<PathBuf> {
+    let paths: Vec<PathBuf> = outputs
+        .iter()
+        .map(|o| dir.join(format!("{stage}.{o}")))
+        .collect();
+    let ctx = StageContext {
+        instance: stage.into(),
+        inputs: inputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![v.to_path_buf()]))
+            .collect(),
+        outputs: outputs
+            .iter()
+            .zip(&paths)
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        params: serde_json::Map::new(),
+        device: "cpu".into(),
+        threads: 2,
+    };
+    run(stage, &ctx).unwrap_or_else(|e| panic!("{stage}: {}", e.0));
+    paths
+}
+
+#[test]
+fn real_smollm2_vocab_with_black_holes_when_fetched() {
+    let gguf = models_dir().join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !fetched(&gguf) {
+        return;
+    }
+    // w.extract → w.black_holes → w.tokens, as a pipeline would chain them.
+    let dir = tempfile::tempdir().unwrap();
+    let x = run_stage(
+        "w.extract",
+        dir.path(),
+        &[("checkpoint", &gguf)],
+        &["w", "vocab"],
+    );
+    let bh = run_stage(
+        "w.black_holes",
+        dir.path(),
+        &[("w", &x[0])],
+        &["table", "summary", "members"],
+    );
+    let inputs = [
+        ("vocab", x[1].as_path()),
+        ("w", x[0].as_path()),
+        ("black_holes", bh[2].as_path()),
+    ];
+    let out = run_tokens(dir.path(), &inputs, json!({}), 2).unwrap();
+    let s = &out.summary;
+    assert_eq!(s["rows"], 49_152);
+    assert_eq!(s["vocab"]["file"], "w.extract vocab");
+    assert_eq!(s["vocab"]["decoder"], "byte_level (guessed)");
+    assert_eq!(s["vocab"]["size"], 49_152);
+    assert_eq!(s["orphans"]["count"], 0);
+    let t = table(&out.tokens);
+    assert_eq!(t[&0]["text"], "<|endoftext|>");
+    assert_eq!(t[&0]["script"], "special");
+    assert_eq!(t[&1]["text"], "<|im_start|>");
+    // Ids 200… are GPT-2's single-byte tokens (`Č` = byte 0x0c, form feed).
+    assert_eq!(t[&200]["bytes_hex"], "0c");
+    assert_eq!(t[&200]["text"], "\\u{c}");
+    eprintln!("smollm2 dead CSV:\n{}", out.dead);
+    eprintln!(
+        "smollm2: black holes {}, dead (= black-hole tokens) {}, invalid UTF-8 {}, v1 THAI {}, \
+         v2 Thai {}, v2 all {}, v2 dead {}, v1 dead {}",
+        s["black_holes"],
+        s["dead"]["tokens"],
+        s["invalid_utf8"],
+        s["thai"][0]["vocab_thai"],
+        s["thai"][1]["vocab_thai"],
+        s["scripts"]["any_range"],
+        s["dead"]["scripts"]["any_range"],
+        s["dead"]["scripts"]["dominant_name"]
     );
 }
