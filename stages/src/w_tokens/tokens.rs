@@ -9,7 +9,8 @@
 //! entry (holes) also decode to "" and are counted as `missing`.
 //!
 //! Dead set: the mask `mask` of input `dead` when connected, else the black-hole tokens when
-//! `black_holes` is connected, else none (dead-set statistics are then `null`). The `dead` CSV
+//! `black_holes` is connected, else none (dead-set statistics are then `null`). The `dead_tokens`
+//! CSV (an output cannot share the input's name `dead`)
 //! lists the dead set ∪ black-hole tokens, by black hole id (non-members last) then id.
 //!
 //! Thai enrichment (S12's 81.18% / 61.4% / 47.9× for Qwen3 and cluster C, variant 1):
@@ -442,7 +443,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     for &id in &listed {
         csv_line(&mut csv, id, &tokens[id]);
     }
-    p.write_output(p.output("dead")?, csv.as_bytes())?;
+    p.write_output(p.output("dead_tokens")?, csv.as_bytes())?;
 
     // summary
     let all = tokens.iter();

@@ -57,7 +57,7 @@ fn run_tokens(
             .iter()
             .map(|(k, v)| (k.to_string(), vec![v.to_path_buf()]))
             .collect(),
-        outputs: ["tokens", "dead", "summary"]
+        outputs: ["tokens", "dead_tokens", "summary"]
             .iter()
             .map(|k| (k.to_string(), out(k)))
             .collect(),
@@ -66,7 +66,7 @@ fn run_tokens(
         threads,
     };
     run("w.tokens", &ctx).map_err(|e| e.0)?;
-    let raw: Vec<Vec<u8>> = ["tokens", "dead", "summary"]
+    let raw: Vec<Vec<u8>> = ["tokens", "dead_tokens", "summary"]
         .iter()
         .map(|k| std::fs::read(out(k)).unwrap())
         .collect();
@@ -307,7 +307,7 @@ fn byte_level_bpe_decodes_scripts_flags_and_dead_set_exactly() {
     assert_eq!(col(98, "dead"), "false");
     assert_eq!(col(97, "reachable"), "", "reachability off by default");
 
-    // dead CSV: dead ∪ black holes, by black hole (1, 2, then none), then id.
+    // dead_tokens CSV: dead ∪ black holes, by black hole (1, 2, then none), then id.
     let dead_ids: Vec<usize> = out
         .dead
         .lines()
@@ -783,7 +783,7 @@ fn real_smollm2_vocab_with_black_holes_when_fetched() {
     // Ids 200… are GPT-2's single-byte tokens (`Č` = byte 0x0c, form feed).
     assert_eq!(t[&200]["bytes_hex"], "0c");
     assert_eq!(t[&200]["text"], "\\u{c}");
-    eprintln!("smollm2 dead CSV:\n{}", out.dead);
+    eprintln!("smollm2 dead_tokens CSV:\n{}", out.dead);
     eprintln!(
         "smollm2: black holes {}, dead (= black-hole tokens) {}, invalid UTF-8 {}, v1 THAI {}, \
          v2 Thai {}, v2 all {}, v2 dead {}, v1 dead {}",

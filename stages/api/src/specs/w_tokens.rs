@@ -55,7 +55,7 @@ pub const TOKENS: StageSpec = StageSpec {
             optional: false,
         },
         PortSpec {
-            name: "dead",
+            name: "dead_tokens",
             doc: "CSV, the same columns for the tokens in the dead set or in a black hole, sorted \
                   by black hole id (0 last) then id",
             many: false,
