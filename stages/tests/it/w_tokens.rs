@@ -797,3 +797,58 @@ fn real_smollm2_vocab_with_black_holes_when_fetched() {
         s["dead"]["scripts"]["dominant_name"]
     );
 }
+
+#[test]
+fn sentencepiece_style_decoders_decode_like_hf() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = json!({"<unk>": 0, "<0xE0>": 1, "▁hello": 2, "▁▁": 3, "ก": 4, "<0x41>": 5});
+    let model = json!({"type": "BPE", "vocab": vocab, "merges": []});
+    // Llama-2 style: Replace ▁ → space, ByteFallback, Fuse, Strip one leading space.
+    let llama = json!({
+        "added_tokens": [],
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": model
+    });
+    let tok = write_json(dir.path(), "llama.json", &llama);
+    let out = run_tokens(dir.path(), &[("vocab", tok.as_path())], json!({}), 1).unwrap();
+    let t = table(&out.tokens);
+    let cols = |id: usize| [t[&id]["text"].clone(), t[&id]["bytes_hex"].clone()];
+    assert_eq!(
+        cols(1),
+        ["\u{FFFD}", "e0"],
+        "a fallback byte alone is invalid UTF-8"
+    );
+    assert_eq!(cols(5), ["A", "41"]);
+    assert_eq!(
+        cols(2),
+        ["hello", "68656c6c6f"],
+        "one leading space stripped"
+    );
+    assert_eq!(cols(3), [" ", "20"]);
+    assert_eq!(cols(4), ["ก", "e0b881"]);
+    assert_eq!(
+        out.summary["vocab"]["decoder"],
+        "Sequence[Replace, ByteFallback, Fuse, Strip]"
+    );
+    // Metaspace: in the (only, hence first) token every ▁ is dropped unless the scheme is never.
+    for (scheme, hello) in [("always", "hello"), ("never", " hello")] {
+        let ms = json!({
+            "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme,
+                        "split": true},
+            "model": model
+        });
+        let tok = write_json(dir.path(), "ms.json", &ms);
+        let out = run_tokens(dir.path(), &[("vocab", tok.as_path())], json!({}), 1).unwrap();
+        assert_eq!(table(&out.tokens)[&2]["text"], hello, "{scheme}");
+    }
+    // An unknown decoder is a clear error.
+    let odd = json!({"decoder": {"type": "CTC"}, "model": model});
+    let tok = write_json(dir.path(), "odd.json", &odd);
+    let e = run_tokens(dir.path(), &[("vocab", tok.as_path())], json!({}), 1)
+        .err()
+        .unwrap();
+    assert!(e.contains("CTC") && e.contains("odd.json"), "{e}");
+}
