@@ -49,6 +49,8 @@ pub struct Port {
     pub doc: &'static str,
     pub many: bool,
     pub optional: bool,
+    /// Outputs: the artifact's file name in the stage's directory (`name.ext`, or `name`).
+    pub file: String,
 }
 
 /// One built-in stage as the engine sees it.
@@ -113,6 +115,7 @@ fn adapt(s: &azimuth_stage_api::StageSpec) -> Builtin {
         doc: p.doc,
         many: p.many,
         optional: p.optional,
+        file: p.file_name(),
     };
     Builtin {
         name: s.name,

@@ -573,7 +573,7 @@ fn build_instance(
             .iter()
             .map(|o| Output {
                 name: o.name.to_string(),
-                path: o.name.to_string(),
+                path: o.file.clone(),
             })
             .collect(),
         None => s

@@ -141,16 +141,26 @@ fn pow2(k: i32) -> f64 {
 pub fn fold_pairs<A>(f: Format, a: &[u8], b: &[u8], init: A, op: impl Fn(A, u32, u32) -> A) -> A {
     assert_eq!(a.len(), b.len(), "rows of different lengths");
     match f {
-        Format::Bf16 => a.chunks_exact(2).zip(b.chunks_exact(2)).fold(init, |acc, (x, y)| {
-            op(acc, u16::from_le_bytes([x[0], x[1]]) as u32, u16::from_le_bytes([y[0], y[1]]) as u32)
-        }),
-        Format::F32 => a.chunks_exact(4).zip(b.chunks_exact(4)).fold(init, |acc, (x, y)| {
-            op(
-                acc,
-                u32::from_le_bytes([x[0], x[1], x[2], x[3]]),
-                u32::from_le_bytes([y[0], y[1], y[2], y[3]]),
-            )
-        }),
+        Format::Bf16 => a
+            .chunks_exact(2)
+            .zip(b.chunks_exact(2))
+            .fold(init, |acc, (x, y)| {
+                op(
+                    acc,
+                    u16::from_le_bytes([x[0], x[1]]) as u32,
+                    u16::from_le_bytes([y[0], y[1]]) as u32,
+                )
+            }),
+        Format::F32 => a
+            .chunks_exact(4)
+            .zip(b.chunks_exact(4))
+            .fold(init, |acc, (x, y)| {
+                op(
+                    acc,
+                    u32::from_le_bytes([x[0], x[1], x[2], x[3]]),
+                    u32::from_le_bytes([y[0], y[1], y[2], y[3]]),
+                )
+            }),
     }
 }
 

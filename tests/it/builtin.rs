@@ -39,7 +39,8 @@ fn a_generator_sweep_feeds_an_analyzer_and_outputs_are_byte_identical() {
     a.pipeline(PIPELINE);
     let r = a.run(&["run", "-j", "1"]).ok();
     assert!(r.stderr.contains("3 ran"), "{}", r.stderr);
-    let summary: serde_json::Value = serde_json::from_str(&a.read("out/summary/summary")).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&a.read("out/summary/summary.json")).unwrap();
     assert_eq!(
         summary["files"].as_array().unwrap().len(),
         2,
@@ -210,7 +211,7 @@ fn a_model_id_resolves_in_the_local_hugging_face_cache_or_says_how_to_get_it() {
         .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");
-    let out = std::fs::read(p.path().join("out/model/w")).unwrap();
+    let out = std::fs::read(p.path().join("out/model/w.safetensors")).unwrap();
     assert!(
         out.ends_with(&w[w.len() - 24..]),
         "W is the cached tensor's bytes"

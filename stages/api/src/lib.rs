@@ -73,6 +73,21 @@ pub struct PortSpec {
     pub many: bool,
     /// Inputs only: may be left out.
     pub optional: bool,
+    /// Outputs only: the file-name extension of the artifact (`"png"`, `"csv"`, `"json"`,
+    /// `"safetensors"`), so `out/<stage>/<name>.<ext>` opens in the right program; `""` for
+    /// directories and for inputs.
+    pub ext: &'static str,
+}
+
+impl PortSpec {
+    /// The output's file name: `name.ext`, or `name` when `ext` is empty.
+    pub fn file_name(&self) -> String {
+        if self.ext.is_empty() {
+            self.name.to_string()
+        } else {
+            format!("{}.{}", self.name, self.ext)
+        }
+    }
 }
 
 /// Static metadata of one built-in stage.

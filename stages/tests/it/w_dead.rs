@@ -959,10 +959,12 @@ fn geography_pca_shares_of_a_planted_cross() {
 /// Runs the three stages on the extracted SmolLM2 W (F32 [49152, 576]) and prints the summaries.
 /// `cargo test --release -p azimuth-stages --test it real_smollm2_dead_stages -- --ignored --nocapture`
 #[test]
-#[ignore = "needs /work/main/out/smollm2/w (or AZIMUTH_DEAD_W)"]
+#[ignore = "needs the default pipeline's out/smollm2/w.safetensors (or AZIMUTH_DEAD_W)"]
 fn real_smollm2_dead_stages() {
-    let w =
-        PathBuf::from(std::env::var("AZIMUTH_DEAD_W").unwrap_or("/work/main/out/smollm2/w".into()));
+    let w = PathBuf::from(
+        std::env::var("AZIMUTH_DEAD_W")
+            .unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/../out/smollm2/w.safetensors").into()),
+    );
     let dir = tempfile::tempdir().unwrap();
     let t = std::time::Instant::now();
     let bh = black_holes(dir.path(), &w);

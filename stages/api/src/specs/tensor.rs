@@ -18,6 +18,7 @@ pub const RANDOM: StageSpec = StageSpec {
         doc: "a safetensors file holding one tensor of shape (rows, cols)",
         many: false,
         optional: false,
+        ext: "safetensors",
     }],
     params: &[
         ParamSpec {
@@ -93,12 +94,14 @@ pub const SUMMARY: StageSpec = StageSpec {
         doc: "one or more safetensors files (F32, F16, BF16 or F64 tensors)",
         many: true,
         optional: false,
+        ext: "",
     }],
     outputs: &[PortSpec {
         name: "summary",
         doc: "a JSON report, one entry per input file and tensor",
         many: false,
         optional: false,
+        ext: "json",
     }],
     params: &[ParamSpec {
         name: "tensor",

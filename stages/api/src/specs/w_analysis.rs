@@ -13,6 +13,7 @@ const W_INPUT: PortSpec = PortSpec {
     doc: "a safetensors file holding the matrix W [V, D] (one row per token)",
     many: false,
     optional: false,
+    ext: "",
 };
 
 const TENSOR_PARAM: ParamSpec = ParamSpec {
@@ -38,6 +39,7 @@ pub const BLACK_HOLES: StageSpec = StageSpec {
                   L2 norm, exponent profile, distance to black hole 1",
             many: false,
             optional: false,
+            ext: "csv",
         },
         PortSpec {
             name: "summary",
@@ -45,6 +47,7 @@ pub const BLACK_HOLES: StageSpec = StageSpec {
                   populations, representatives, largest",
             many: false,
             optional: false,
+            ext: "json",
         },
         PortSpec {
             name: "members",
@@ -52,6 +55,7 @@ pub const BLACK_HOLES: StageSpec = StageSpec {
                   1 = largest; `black_hole_mask` (BOOL) [V]; `centroids` (W's dtype) [K, D]",
             many: false,
             optional: false,
+            ext: "safetensors",
         },
     ],
     params: &[
@@ -94,12 +98,14 @@ pub const NORMS: StageSpec = StageSpec {
             doc: "safetensors: `norms` (F32) [V], the L2 norm of each row",
             many: false,
             optional: false,
+            ext: "safetensors",
         },
         PortSpec {
             name: "histogram",
             doc: "CSV: histogram (full or zoom), bin, lower, upper, count",
             many: false,
             optional: false,
+            ext: "csv",
         },
         PortSpec {
             name: "summary",
@@ -107,6 +113,7 @@ pub const NORMS: StageSpec = StageSpec {
                   value and the fullest zoom bin)",
             many: false,
             optional: false,
+            ext: "json",
         },
     ],
     params: &[

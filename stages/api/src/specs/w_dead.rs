@@ -16,6 +16,7 @@ const W_INPUT: PortSpec = PortSpec {
     doc: "a safetensors file holding the matrix W [V, D] as BF16 or F32 (one row per token)",
     many: false,
     optional: false,
+    ext: "",
 };
 
 const BLACK_HOLES_INPUT: PortSpec = PortSpec {
@@ -23,6 +24,7 @@ const BLACK_HOLES_INPUT: PortSpec = PortSpec {
     doc: "the `members` output of a `w.black_holes` stage run on the same W",
     many: false,
     optional: false,
+    ext: "",
 };
 
 const TENSOR_PARAM: ParamSpec = ParamSpec {
@@ -32,12 +34,13 @@ const TENSOR_PARAM: ParamSpec = ParamSpec {
     doc: "name of the matrix inside the input file",
 };
 
-const fn output(name: &'static str, doc: &'static str) -> PortSpec {
+const fn output(name: &'static str, ext: &'static str, doc: &'static str) -> PortSpec {
     PortSpec {
         name,
         doc,
         many: false,
         optional: false,
+        ext,
     }
 }
 
@@ -51,6 +54,7 @@ pub const DEAD_SETS: StageSpec = StageSpec {
     outputs: &[
         output(
             "masks",
+            "safetensors",
             "safetensors: BOOL [V] `rule_a`, `rule_b`, `rule_d` (all false when rule D is off), \
              `black_hole_mask`; U8 [V] `exponent_distance` to the anchor (saturated at 255; 255 \
              everywhere without black holes); F32 [V] `distance_to_centroid` (NaN without black \
@@ -58,11 +62,13 @@ pub const DEAD_SETS: StageSpec = StageSpec {
         ),
         output(
             "sweep",
+            "csv",
             "CSV, rule A's tolerance sweep: t, count (tokens with exponent distance ≤ t), added \
              (vs t − 1), vectors (distinct rows among them)",
         ),
         output(
             "summary",
+            "json",
             "JSON: per rule tokens / unique vectors / black holes / singletons / compression; rule \
              A's anchor and exponent-distance range; rule B's gap (inner rank and radius, outer \
              radius, gap, ratio, threshold, void_found); rule D's additions per iteration; the \
@@ -70,6 +76,7 @@ pub const DEAD_SETS: StageSpec = StageSpec {
         ),
         output(
             "members",
+            "csv",
             "CSV, one line per token in any rule: id, in_a, in_b, in_d, bh_id, d_exp, \
              distance_to_centroid, distance_to_anchor",
         ),
@@ -124,6 +131,7 @@ pub const CENTROID_ANGLE: StageSpec = StageSpec {
     inputs: &[W_INPUT, BLACK_HOLES_INPUT],
     outputs: &[output(
         "summary",
+        "json",
         "JSON: dead/live centroid norms, cosine (unclamped) and angle in degrees, each black \
          hole's angle to the live centroid, cosine between the weighted dead centroid and the \
          unweighted mean of the black-hole vectors, ‖dead centroid − μ‖ (μ = mean of all rows); \
@@ -148,22 +156,26 @@ pub const GEOGRAPHY: StageSpec = StageSpec {
             doc: "the `masks` output of a `w.dead_sets` stage run on the same W",
             many: false,
             optional: false,
+            ext: "",
         },
     ],
     outputs: &[
         output(
             "vectors",
+            "csv",
             "CSV, one line per unique vector of the dead set: representative (smallest token id), \
              tokens, bh_id, r (L2 to the anchor), nn_distance, region (core/oort), band",
         ),
         output(
             "summary",
+            "json",
             "JSON: r statistics, core and Oort counts, bands and equal-width bins, inner half, \
              nearest-neighbour and pairwise distances, magnitudes, the Outlier and the \
              second-farthest vector, extended shell, near count, r over all rows, PCA shares",
         ),
         output(
             "extended",
+            "csv",
             "CSV, every row of W in the extended shell extended[0] ≤ r < extended[1]: id, r, in_set",
         ),
     ],

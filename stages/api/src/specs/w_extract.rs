@@ -25,6 +25,7 @@ pub const EXTRACT: StageSpec = StageSpec {
               or a .gguf file (v2/v3)",
         many: false,
         optional: false,
+        ext: "",
     }],
     outputs: &[
         PortSpec {
@@ -33,6 +34,7 @@ pub const EXTRACT: StageSpec = StageSpec {
                   provenance metadata (source format, tensor, dtype, shape, rule, file names)",
             many: false,
             optional: false,
+            ext: "safetensors",
         },
         PortSpec {
             name: "vocab",
@@ -40,6 +42,7 @@ pub const EXTRACT: StageSpec = StageSpec {
                   where an id has none); empty when the checkpoint carries no vocabulary",
             many: false,
             optional: false,
+            ext: "json",
         },
     ],
     params: &[ParamSpec {
@@ -77,6 +80,7 @@ pub const SYNTHETIC_CHECKPOINT: StageSpec = StageSpec {
                   BF16 lives in shard 2, small layer tensors in shards 1 and 3",
             many: false,
             optional: false,
+            ext: "",
         },
         PortSpec {
             name: "truth",
@@ -84,6 +88,7 @@ pub const SYNTHETIC_CHECKPOINT: StageSpec = StageSpec {
                   core singletons, Oort rows, halo rows), the anchor and the planted radii",
             many: false,
             optional: false,
+            ext: "json",
         },
     ],
     params: &[

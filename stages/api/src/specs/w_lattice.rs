@@ -15,6 +15,7 @@ const W_INPUT: PortSpec = PortSpec {
     doc: "a safetensors file holding the matrix W [V, D] as BF16 or F32 (one row per token)",
     many: false,
     optional: false,
+    ext: "",
 };
 
 const BLACK_HOLES_INPUT: PortSpec = PortSpec {
@@ -23,6 +24,7 @@ const BLACK_HOLES_INPUT: PortSpec = PortSpec {
           0 = none, 1 = largest)",
     many: false,
     optional: false,
+    ext: "",
 };
 
 const DEAD_INPUT: PortSpec = PortSpec {
@@ -31,6 +33,7 @@ const DEAD_INPUT: PortSpec = PortSpec {
           one per membership rule (`rule_a`, `rule_b`, `rule_d`); param `mask` picks one",
     many: false,
     optional: false,
+    ext: "",
 };
 
 const TENSOR_PARAM: ParamSpec = ParamSpec {
@@ -46,6 +49,7 @@ const fn summary_output(doc: &'static str) -> PortSpec {
         doc,
         many: false,
         optional: false,
+        ext: "json",
     }
 }
 
@@ -63,6 +67,7 @@ pub const TOPOLOGY: StageSpec = StageSpec {
                   a < b), linf, l1 (ordinal steps), same_exponents",
             many: false,
             optional: false,
+            ext: "csv",
         },
         PortSpec {
             name: "components",
@@ -71,6 +76,7 @@ pub const TOPOLOGY: StageSpec = StageSpec {
                   with populations, member representatives and their degrees",
             many: false,
             optional: false,
+            ext: "csv",
         },
         summary_output(
             "JSON: counts, L1 histogram of the edges, exponent check, BH–BH L∞ matrix and \
@@ -126,6 +132,7 @@ pub const EXPONENTS: StageSpec = StageSpec {
                   other tokens × D)",
             many: false,
             optional: false,
+            ext: "csv",
         },
         summary_output(
             "JSON: pairwise exponent agreement of the black holes, their exponent values, live \
@@ -152,6 +159,7 @@ pub const QUANTIZATION: StageSpec = StageSpec {
                   (hex), count (components)",
             many: false,
             optional: false,
+            ext: "csv",
         },
         summary_output(
             "JSON: component and distinct-value counts, range, gap statistics, constant \

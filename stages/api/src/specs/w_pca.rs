@@ -27,6 +27,7 @@ pub const PCA: StageSpec = StageSpec {
             doc: "a safetensors file holding the matrix W [V, D] (BF16 or F32; up-cast exactly)",
             many: false,
             optional: false,
+            ext: "",
         },
         PortSpec {
             name: "black_holes",
@@ -35,6 +36,7 @@ pub const PCA: StageSpec = StageSpec {
                   signs follow the mean μ",
             many: false,
             optional: true,
+            ext: "",
         },
     ],
     outputs: &[
@@ -45,6 +47,7 @@ pub const PCA: StageSpec = StageSpec {
                   the sign rule negated libtorch's eigenvector",
             many: false,
             optional: false,
+            ext: "safetensors",
         },
         PortSpec {
             name: "projections",
@@ -53,6 +56,7 @@ pub const PCA: StageSpec = StageSpec {
                   (degrees for the angles)",
             many: false,
             optional: false,
+            ext: "safetensors",
         },
         PortSpec {
             name: "summary",
@@ -62,6 +66,7 @@ pub const PCA: StageSpec = StageSpec {
                   and standard deviations of r, lat, lon (and x, y, z)",
             many: false,
             optional: false,
+            ext: "json",
         },
     ],
     params: &[
@@ -143,6 +148,7 @@ pub const SKYMAP: StageSpec = StageSpec {
             doc: "the `projections` output of `w.pca` (F32 `lat`, `lon`, `r`, `lat_flat` [V])",
             many: false,
             optional: false,
+            ext: "",
         },
         PortSpec {
             name: "highlight",
@@ -150,6 +156,7 @@ pub const SKYMAP: StageSpec = StageSpec {
                   `w.black_holes`' `members`; those tokens are drawn on top in a second colour",
             many: false,
             optional: true,
+            ext: "",
         },
     ],
     outputs: &[
@@ -159,6 +166,7 @@ pub const SKYMAP: StageSpec = StageSpec {
                   brightness, 30° graticule in dim grey, highlighted tokens in orange on top",
             many: false,
             optional: false,
+            ext: "png",
         },
         PortSpec {
             name: "density",
@@ -166,6 +174,7 @@ pub const SKYMAP: StageSpec = StageSpec {
                   (equirectangular, north up, longitude −180° at the left) in `colormap`",
             many: false,
             optional: false,
+            ext: "png",
         },
         PortSpec {
             name: "equatorial",
@@ -174,6 +183,7 @@ pub const SKYMAP: StageSpec = StageSpec {
                   the right, counter-clockwise) on black, rings at quarters of the largest r",
             many: false,
             optional: false,
+            ext: "png",
         },
         PortSpec {
             name: "heatmap",
@@ -181,6 +191,7 @@ pub const SKYMAP: StageSpec = StageSpec {
                   (bin 0 = [−180°, −179°) in longitude, [−90°, −89°) in latitude)",
             many: false,
             optional: false,
+            ext: "csv",
         },
         PortSpec {
             name: "summary",
@@ -189,6 +200,7 @@ pub const SKYMAP: StageSpec = StageSpec {
                   image sizes",
             many: false,
             optional: false,
+            ext: "json",
         },
     ],
     params: &[

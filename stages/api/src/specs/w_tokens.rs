@@ -23,6 +23,7 @@ pub const TOKENS: StageSpec = StageSpec {
                   `w.extract` (`{\"format\":1,\"tokens\":[..]}`); which one is read from the content",
             many: false,
             optional: false,
+            ext: "",
         },
         PortSpec {
             name: "w",
@@ -30,12 +31,14 @@ pub const TOKENS: StageSpec = StageSpec {
                   count V (ids ≥ the vocabulary size are orphans)",
             many: false,
             optional: true,
+            ext: "",
         },
         PortSpec {
             name: "black_holes",
             doc: "optional `members` output of `w.black_holes` (`black_hole_id` [V])",
             many: false,
             optional: true,
+            ext: "",
         },
         PortSpec {
             name: "dead",
@@ -43,6 +46,7 @@ pub const TOKENS: StageSpec = StageSpec {
                   tensor named by param `mask` is the dead set",
             many: false,
             optional: true,
+            ext: "",
         },
     ],
     outputs: &[
@@ -53,6 +57,7 @@ pub const TOKENS: StageSpec = StageSpec {
                   reserved, orphan, black_hole, dead, reachable, reencoded_len",
             many: false,
             optional: false,
+            ext: "csv",
         },
         PortSpec {
             name: "dead_tokens",
@@ -60,6 +65,7 @@ pub const TOKENS: StageSpec = StageSpec {
                   by black hole id (0 last) then id",
             many: false,
             optional: false,
+            ext: "csv",
         },
         PortSpec {
             name: "summary",
@@ -68,6 +74,7 @@ pub const TOKENS: StageSpec = StageSpec {
                   the dead set, decoded length statistics, reachability when computed",
             many: false,
             optional: false,
+            ext: "json",
         },
     ],
     params: &[
