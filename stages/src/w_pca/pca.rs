@@ -370,12 +370,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     let tiles = column_tiles(d);
     let denom = if divisor == "n-1" { rows - 1 } else { rows } as f64;
     let cov = match precision {
-        Precision::F32 => {
-            covariance::<f32>(&p, &m, fmt, &mean, block_rows, &tiles, denom, threads)
-        }
-        Precision::F64 => {
-            covariance::<f64>(&p, &m, fmt, &mean, block_rows, &tiles, denom, threads)
-        }
+        Precision::F32 => covariance::<f32>(&p, &m, fmt, &mean, block_rows, &tiles, denom, threads),
+        Precision::F64 => covariance::<f64>(&p, &m, fmt, &mean, block_rows, &tiles, denom, threads),
     }?;
     timer.mark("covariance");
     let (values_t, vectors_t) = cov
@@ -614,9 +610,7 @@ struct PhaseTimer(Option<std::time::Instant>);
 
 impl PhaseTimer {
     fn from_env() -> Self {
-        PhaseTimer(
-            std::env::var_os("AZIMUTH_PCA_TIMINGS").map(|_| std::time::Instant::now()),
-        )
+        PhaseTimer(std::env::var_os("AZIMUTH_PCA_TIMINGS").map(|_| std::time::Instant::now()))
     }
     fn mark(&mut self, phase: &str) {
         if let Some(t) = &mut self.0 {
@@ -824,9 +818,11 @@ fn block_tensor<T: Real>(
         let bytes = &m.data[r * rb + c0 * eb..r * rb + (c0 + w) * eb];
         let from = buf.len();
         match fmt {
-            Format::Bf16 => buf.extend(bytes.chunks_exact(2).map(|b| {
-                T::from(fmt.to_f32(u16::from_le_bytes([b[0], b[1]]) as u32))
-            })),
+            Format::Bf16 => buf.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| T::from(fmt.to_f32(u16::from_le_bytes([b[0], b[1]]) as u32))),
+            ),
             Format::F32 => buf.extend(
                 bytes
                     .chunks_exact(4)
@@ -889,6 +885,30 @@ mod tests {
         assert!((r - 2.0).abs() < 1e-15 && (lat - 45.0).abs() < 1e-12);
         assert!((lon + 135.0).abs() < 1e-12);
         assert_eq!(lat_lon(0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn tiles_and_blocks_depend_on_d_alone_and_cover_it() {
+        assert_eq!(
+            column_tiles(37),
+            vec![(0, 8), (8, 8), (16, 8), (24, 8), (32, 5)]
+        );
+        assert_eq!(column_tiles(3), vec![(0, 3)]);
+        let qwen = column_tiles(2560);
+        assert_eq!(qwen.len(), 10);
+        assert!(qwen.iter().all(|&(_, w)| w == TILE_MAX));
+        let smol = column_tiles(576);
+        assert_eq!((smol.len(), smol[0].1), (8, 72));
+        for d in [1, 7, 37, 255, 577, 4097] {
+            let tiles = column_tiles(d);
+            assert_eq!(tiles[0].0, 0);
+            assert!(tiles.windows(2).all(|t| t[0].0 + t[0].1 == t[1].0));
+            let last = tiles.last().unwrap();
+            assert_eq!(last.0 + last.1, d);
+        }
+        assert_eq!(block_rows(37), 296);
+        assert_eq!(block_rows(2560), BLOCK_BYTES / (8 * 2560));
+        assert_eq!(block_rows(1), 8);
     }
 
     #[test]

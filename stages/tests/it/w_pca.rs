@@ -2,9 +2,10 @@
 //! covariance is known exactly (rows μ ± s_i·3u_i along six orthogonal directions u_i with integer
 //! 3u_i, so every element is exact in BF16 and F32 and λ_i = 18·s_i²/N), its sign rule (negating
 //! W negates the basis), divisor and precision, spherical coordinates and flattening, bad inputs,
-//! determinism; `w.skymap` PNGs decoded with the `png` crate (size, black background, the
-//! highlighted token's colour, byte identity). `real_smollm2_pca_and_skymap` (ignored) runs both on
-//! the extracted SmolLM2 W.
+//! byte identity across runs and thread counts (1, 2, 3); `w.skymap` PNGs decoded with the `png`
+//! crate (size, black background, the highlighted token's colour, byte identity).
+//! `real_smollm2_pca_and_skymap` (ignored) runs both on the extracted SmolLM2 W;
+//! `bench_pca_on_env_w` (ignored) times `w.pca` on any W at several thread counts.
 
 use std::path::{Path, PathBuf};
 
@@ -545,12 +546,18 @@ fn pca_is_byte_identical_across_runs_and_thread_counts() {
     };
     for (tag, params) in [
         ("f32", json!({})),
-        ("f64", json!({"precision": "f64", "frame": "centred", "components": 37})),
+        (
+            "f64",
+            json!({"precision": "f64", "frame": "centred", "components": 37}),
+        ),
     ] {
         let first = run_in(&format!("{tag}-1"), params.clone(), 1);
         for (run, threads) in [(2, 1), (3, 2), (4, 3)] {
             let o = run_in(&format!("{tag}-{run}"), params.clone(), threads);
-            assert!(first.basis == o.basis, "{tag}: basis differs at {threads} threads");
+            assert!(
+                first.basis == o.basis,
+                "{tag}: basis differs at {threads} threads"
+            );
             assert!(
                 first.projections == o.projections,
                 "{tag}: projections differ at {threads} threads"
