@@ -6,14 +6,18 @@
 //!   of rows (block partial sums added in block order, so the bytes never depend on the thread
 //!   count), divided by V, then rounded once to `precision` (f32 like the originals, or f64). A
 //!   non-finite mean means W holds inf/NaN: the stage stops.
-//! - **Covariance** C = Σ (w − μ)ᵀ(w − μ) / N or / (N − 1): blocks of rows (a fixed number that
-//!   depends only on D, about 32 MiB each) are up-cast exactly, centred in `precision`, and
-//!   accumulated with libtorch's `addmm_` into one D × D matrix in `precision`; W is never copied
-//!   whole.
-//! - **Eigendecomposition**: libtorch `linalg_eigh` (lower triangle) on the CPU (CPU is the only
-//!   place the originals could run it: MPS has no eigh); eigenvalues sorted descending by a stable
-//!   sort of libtorch's ascending order (equal eigenvalues keep libtorch's order), eigenvectors
-//!   permuted alongside and stored as rows.
+//! - **Covariance** C = Σ (w − μ)ᵀ(w − μ) / N or / (N − 1), in `precision`, W never copied whole:
+//!   blocks of rows (at most 8·D rows and about 32 MiB of f64; a function of D alone) are taken in
+//!   order; the D columns are cut into tiles of a fixed width (⌈D/8⌉ clamped to 8…256, so 256 at
+//!   Qwen size; the last tile narrower). Per block every tile is up-cast exactly and centred in
+//!   `precision` once, and every upper tile pair (i ≤ j, about half the D² products) adds its
+//!   product into its own accumulator with a one-thread libtorch `addmm_`, the pairs spread over
+//!   rayon threads. At the end the accumulators are divided by the divisor and mirrored (diagonal
+//!   tiles from their upper half), so C is exactly symmetric.
+//! - **Eigendecomposition**: libtorch `linalg_eigh` (lower triangle) on the CPU, one thread (CPU
+//!   is the only place the originals could run it: MPS has no eigh); eigenvalues sorted descending
+//!   by a stable sort of libtorch's ascending order (equal eigenvalues keep libtorch's order),
+//!   eigenvectors permuted alongside and stored as rows.
 //! - **Signs** (`signs` = `centroid`, V4.6): for each PC e (as stored, up-cast to f64), s = e · c
 //!   with c the population-weighted centroid of all black-hole tokens, raw (uncentred), in f64 from
 //!   the exact rows; if there are no black holes (input not connected, or none in it) or s is
@@ -23,20 +27,23 @@
 //!   change sign with the last bits of its eigenvector; the summary reports the weakest decision
 //!   (`weakest_pc`, `weakest_cos` = |cos| between the PC and the deciding vector).
 //! - **Projections**: the leading m = max(k, |north|, |meridian|, |equinox|) PCs, as a matrix in
-//!   `precision`, multiply blocks of raw rows (`frame` = raw) or centred rows (`centred`) with
-//!   libtorch `matmul`. `pcs` keeps the first k columns (rounded to F32); k = min(`components`, D).
+//!   `precision`, multiply the row blocks of raw rows (`frame` = raw) or centred rows (`centred`),
+//!   each block one one-thread libtorch `mm` on a rayon thread, written in block order. `pcs` keeps
+//!   the first k columns (rounded to F32); k = min(`components`, D).
 //! - **Sphere**: x = ±proj[|meridian|], y = ±proj[|equinox|], z = ±proj[|north|] (a negative index
 //!   negates), r = √(x² + y² + z²), lat = asin(clamp(z / r, −1, 1)), lon = atan2(y, x), in degrees,
 //!   all in f64 from the `precision` projections, stored as F32. A row with r = 0 gets lat = 0 and
 //!   lon = 0. `lat_flat` (V4.7): tokens stably sorted by (stored F32 `lat`, token id); the token at
 //!   sorted position j gets 90 · (2j / (V − 1) − 1) (0 when V = 1).
 //!
-//! Determinism: everything outside libtorch is thread-independent. libtorch runs on `ctx.threads`
-//! intra-op threads (set under a process-wide lock, so two PCA runs in one process cannot change
-//! each other's thread count); the same input and thread count give the same bytes, but BLAS/LAPACK
-//! may block their reductions differently for another thread count, so outputs can differ in the
-//! last bits between thread counts (tests check agreement to 1e-5 relative). The stage always
-//! computes on the CPU, so the device kind does not enter its results.
+//! Determinism: the same input and params give the same bytes whatever `ctx.threads` is. libtorch
+//! runs on one intra-op thread throughout (set under a process-wide lock, and on every rayon worker
+//! before it touches a tensor), so no BLAS/LAPACK call splits a reduction by thread count; the
+//! parallelism is rayon's, over pieces fixed by V and D alone (row blocks, column tiles, tile
+//! pairs), each reduced in the same order by the same single-threaded kernel on whichever thread
+//! runs it. Tests check byte identity across 1, 2 and 3 threads. The stage always computes on the
+//! CPU, so the device kind does not enter its results. Env `AZIMUTH_PCA_TIMINGS` prints the wall
+//! time of each phase on stderr (benchmarks only; the outputs never depend on it).
 
 use std::collections::BTreeMap;
 
@@ -61,6 +68,10 @@ static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Bytes of one block of up-cast rows (f64 worst case); the block's row count depends only on D.
 const BLOCK_BYTES: usize = 32 << 20;
+
+/// Widest covariance tile (columns): 256 × 256 products keep a one-thread BLAS kernel efficient and
+/// give a Qwen-sized D (2,560) 55 upper tile pairs to spread over threads.
+const TILE_MAX: usize = 256;
 
 /// The float type the stage computes in.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -311,8 +322,9 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         Some(load_black_holes(&p, "black_holes", rows)?)
     };
 
-    let block_rows = (BLOCK_BYTES / (8 * d)).max(1);
+    let block_rows = block_rows(d);
     let threads = ctx.threads;
+    let mut timer = PhaseTimer::from_env();
 
     // Mean and black-hole centroid, exact up-cast, f64 (thread-independent).
     let (mean_f64, centroid) = with_threads(&p, threads, || {
@@ -344,35 +356,24 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         )));
     }
     let mean: Vec<f64> = mean_f64.iter().map(|&x| precision.round(x)).collect();
+    timer.mark("mean");
 
     let torch_err =
         |what: &str, e: tch::TchError| p.error(format!("libtorch failed to {what}: {e}"));
     let _torch = TORCH
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    tch::set_num_threads(threads.clamp(1, i32::MAX as usize) as i32);
+    // libtorch on one intra-op thread here and in every rayon worker: the parallelism is rayon's,
+    // over pieces of work fixed by V and D alone.
+    tch::set_num_threads(1);
     let kind = precision.kind();
-    let mean_t = Tensor::f_from_slice(&mean)
-        .and_then(|t| t.f_to_kind(kind))
-        .map_err(|e| torch_err("hold the mean", e))?;
-
-    // Covariance, block by block.
-    let mut cov = Tensor::f_zeros([d as i64, d as i64], (kind, Device::Cpu))
-        .map_err(|e| torch_err("allocate the D × D covariance (out of memory?)", e))?;
-    let mut buf: Vec<f32> = Vec::new();
-    for start in (0..rows).step_by(block_rows) {
-        let n = block_rows.min(rows - start);
-        let x = block_tensor(&p, &m, fmt, start, n, &mut buf, threads, kind)
-            .and_then(|x| x.f_sub(&mean_t).map_err(|e| torch_err("centre a block", e)))?;
-        let xt = x.f_tr().map_err(|e| torch_err("transpose a block", e))?;
-        let _ = cov
-            .f_addmm_(&xt, &x)
-            .map_err(|e| torch_err("accumulate the covariance", e))?;
-    }
+    let tiles = column_tiles(d);
     let denom = if divisor == "n-1" { rows - 1 } else { rows } as f64;
-    let cov = cov
-        .f_div_scalar(denom)
-        .map_err(|e| torch_err("scale the covariance", e))?;
+    let cov = match precision {
+        Precision::F32 => covariance::<f32>(&p, &m, fmt, &mean, block_rows, &tiles, denom, threads),
+        Precision::F64 => covariance::<f64>(&p, &m, fmt, &mean, block_rows, &tiles, denom, threads),
+    }?;
+    timer.mark("covariance");
     let (values_t, vectors_t) = cov
         .f_linalg_eigh("L")
         .map_err(|e| torch_err("diagonalise the covariance (linalg_eigh)", e))?;
@@ -384,6 +385,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         .map_err(|e| torch_err("transpose the eigenvectors", e))
         .and_then(|t| to_f64(&t).map_err(|e| torch_err("copy the eigenvectors", e)))?;
     drop((values_t, vectors_t));
+    timer.mark("eigh");
 
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&a, &b| values_asc[b].total_cmp(&values_asc[a]));
@@ -427,6 +429,15 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         .and_then(|t| t.f_to_kind(kind))
         .and_then(|t| t.f_tr())
         .map_err(|e| torch_err("hold the leading PCs", e))?;
+    let centre = (frame == "centred").then_some(&mean[..]);
+    let proj = match precision {
+        Precision::F32 => project::<f32>(&p, &m, fmt, centre, &basis_t, block_rows, threads),
+        Precision::F64 => project::<f64>(&p, &m, fmt, centre, &basis_t, block_rows, threads),
+    }?;
+    drop(basis_t);
+    drop(_torch);
+    timer.mark("projections");
+
     let mut pcs: Vec<f32> = Vec::with_capacity(rows * k);
     let (mut xs, mut ys, mut zs) = (
         Vec::with_capacity(rows),
@@ -438,32 +449,19 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         Vec::with_capacity(rows),
         Vec::with_capacity(rows),
     );
-    for start in (0..rows).step_by(block_rows) {
-        let n = block_rows.min(rows - start);
-        let mut x = block_tensor(&p, &m, fmt, start, n, &mut buf, threads, kind)?;
-        if frame == "centred" {
-            x = x
-                .f_sub(&mean_t)
-                .map_err(|e| torch_err("centre a block", e))?;
-        }
-        let proj = x
-            .f_matmul(&basis_t)
-            .map_err(|e| torch_err("project a block", e))
-            .and_then(|t| to_f64(&t).map_err(|e| torch_err("copy projections", e)))?;
-        for row in proj.chunks_exact(m_pcs) {
-            pcs.extend(row[..k].iter().map(|&v| v as f32));
-            let pick = |(j, neg): (usize, bool)| if neg { -row[j] } else { row[j] };
-            let (x, y, z) = (pick(ax_x), pick(ax_y), pick(ax_z));
-            let (r, lat, lon) = lat_lon(x, y, z);
-            xs.push(x as f32);
-            ys.push(y as f32);
-            zs.push(z as f32);
-            rs.push(r as f32);
-            lats.push(lat as f32);
-            lons.push(lon as f32);
-        }
+    for row in proj.chunks_exact(m_pcs) {
+        pcs.extend(row[..k].iter().map(|&v| v as f32));
+        let pick = |(j, neg): (usize, bool)| if neg { -row[j] } else { row[j] };
+        let (x, y, z) = (pick(ax_x), pick(ax_y), pick(ax_z));
+        let (r, lat, lon) = lat_lon(x, y, z);
+        xs.push(x as f32);
+        ys.push(y as f32);
+        zs.push(z as f32);
+        rs.push(r as f32);
+        lats.push(lat as f32);
+        lons.push(lon as f32);
     }
-    drop(_torch);
+    drop(proj);
     let lat_flat = flatten_latitudes(&lats);
 
     // basis
@@ -606,6 +604,22 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     p.write_json(summary_out, &summary)
 }
 
+/// Wall times of the stage's phases on stderr, when env `AZIMUTH_PCA_TIMINGS` is set (for
+/// benchmarks; the outputs never depend on it).
+struct PhaseTimer(Option<std::time::Instant>);
+
+impl PhaseTimer {
+    fn from_env() -> Self {
+        PhaseTimer(std::env::var_os("AZIMUTH_PCA_TIMINGS").map(|_| std::time::Instant::now()))
+    }
+    fn mark(&mut self, phase: &str) {
+        if let Some(t) = &mut self.0 {
+            eprintln!("w.pca {phase}: {:.2} s", t.elapsed().as_secs_f64());
+            *t = std::time::Instant::now();
+        }
+    }
+}
+
 /// Column means of W in f64 from the exact up-cast; block partial sums added in block order.
 fn column_mean(m: &Matrix<'_>, fmt: Format, block_rows: usize) -> Vec<f64> {
     let d = m.cols;
@@ -631,36 +645,197 @@ fn column_mean(m: &Matrix<'_>, fmt: Format, block_rows: usize) -> Vec<f64> {
     total.iter().map(|t| t / m.rows as f64).collect()
 }
 
-/// Rows `start..start + n` of W up-cast exactly to f32 (rayon), as a libtorch tensor of `kind`.
+/// A float type the stage computes in (`precision`): f32 or f64.
+trait Real:
+    tch::kind::Element
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + From<f32>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    /// `x` rounded to this type.
+    fn from_f64(x: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl Real for f64 {
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+}
+
+/// Rows per block of every blocked pass: about `BLOCK_BYTES` of f64, and at most 8·D rows (so a
+/// small W still has several blocks). A function of D alone, never of the thread count.
+fn block_rows(d: usize) -> usize {
+    (BLOCK_BYTES / (8 * d)).min(8 * d).max(1)
+}
+
+/// The covariance's column tiles as (first column, width): width ⌈D/8⌉ clamped to 8…`TILE_MAX`,
+/// the last tile taking the remainder. A function of D alone, never of the thread count.
+fn column_tiles(d: usize) -> Vec<(usize, usize)> {
+    let width = d.div_ceil(8).clamp(8, TILE_MAX);
+    (0..d)
+        .step_by(width)
+        .map(|c0| (c0, width.min(d - c0)))
+        .collect()
+}
+
+/// The covariance Σ (w − μ)ᵀ(w − μ) / `denom` of W in `T`, D × D and exactly symmetric, as a
+/// libtorch tensor.
+///
+/// The row blocks go in order. In each, every column tile is up-cast and centred once (rayon over
+/// tiles), then every upper tile pair (i ≤ j) adds its product into that pair's own accumulator
+/// with a one-thread libtorch `addmm_` (rayon over pairs). Each accumulator thus sums the same
+/// blocks in the same order with the same single-threaded kernel whatever the thread count. At
+/// the end the upper tiles (the upper triangle of diagonal tiles) are divided by `denom` and
+/// mirrored.
 #[allow(clippy::too_many_arguments)]
-fn block_tensor(
+fn covariance<T: Real>(
     p: &Params<'_>,
+    m: &Matrix<'_>,
+    fmt: Format,
+    mean: &[f64],
+    block_rows: usize,
+    tiles: &[(usize, usize)],
+    denom: f64,
+    threads: usize,
+) -> Result<Tensor, StageError> {
+    let torch_err =
+        |what: &str, e: tch::TchError| p.error(format!("libtorch failed to {what}: {e}"));
+    let d = m.cols;
+    let mean: Vec<T> = mean.iter().map(|&x| T::from_f64(x)).collect();
+    let pairs: Vec<(usize, usize)> = (0..tiles.len())
+        .flat_map(|i| (i..tiles.len()).map(move |j| (i, j)))
+        .collect();
+    let mut accumulators = pairs
+        .iter()
+        .map(|&(i, j)| {
+            Tensor::f_zeros(
+                [tiles[i].1 as i64, tiles[j].1 as i64],
+                (T::KIND, Device::Cpu),
+            )
+        })
+        .collect::<Result<Vec<Tensor>, _>>()
+        .map_err(|e| torch_err("allocate the covariance (out of memory?)", e))?;
+    with_threads(p, threads, || -> Result<(), tch::TchError> {
+        rayon::broadcast(|_| tch::set_num_threads(1));
+        for start in (0..m.rows).step_by(block_rows) {
+            let n = block_rows.min(m.rows - start);
+            let columns = tiles
+                .par_iter()
+                .map(|&(c0, w)| block_tensor(m, fmt, start, n, c0, w, Some(&mean)))
+                .collect::<Result<Vec<Tensor>, _>>()?;
+            let operands = pairs
+                .iter()
+                .map(|&(i, j)| Ok((columns[i].f_tr()?, columns[j].shallow_clone())))
+                .collect::<Result<Vec<(Tensor, Tensor)>, tch::TchError>>()?;
+            accumulators
+                .par_iter_mut()
+                .zip(operands)
+                .try_for_each(|(acc, (a, b))| acc.f_addmm_(&a, &b).map(drop))?;
+        }
+        Ok(())
+    })?
+    .map_err(|e| torch_err("accumulate the covariance", e))?;
+
+    let denom = T::from_f64(denom);
+    let mut full = vec![T::default(); d * d];
+    let mut tile = Vec::new();
+    for (&(i, j), acc) in pairs.iter().zip(&accumulators) {
+        let ((r0, h), (c0, w)) = (tiles[i], tiles[j]);
+        tile.resize(h * w, T::default());
+        acc.f_copy_data(&mut tile, h * w)
+            .map_err(|e| torch_err("copy the covariance", e))?;
+        for a in 0..h {
+            // A diagonal tile's lower half is the mirror of its upper half.
+            let first = if i == j { a } else { 0 };
+            for b in first..w {
+                let v = tile[a * w + b] / denom;
+                full[(r0 + a) * d + c0 + b] = v;
+                full[(c0 + b) * d + r0 + a] = v;
+            }
+        }
+    }
+    drop(accumulators);
+    Tensor::f_from_slice(&full)
+        .and_then(|t| t.f_view([d as i64, d as i64]))
+        .map_err(|e| torch_err("hold the covariance", e))
+}
+
+/// Rows of W (raw, or minus `mean` rounded to `T`) times `basis` (D × m, in `T`): fixed row blocks
+/// in parallel (rayon), each one one-thread libtorch `mm`; the products as f64, row-major V × m.
+fn project<T: Real>(
+    p: &Params<'_>,
+    m: &Matrix<'_>,
+    fmt: Format,
+    mean: Option<&[f64]>,
+    basis: &Tensor,
+    block_rows: usize,
+    threads: usize,
+) -> Result<Vec<f64>, StageError> {
+    let mean: Option<Vec<T>> = mean.map(|mu| mu.iter().map(|&x| T::from_f64(x)).collect());
+    // Tensors are Send but not Sync: every block gets its own handle on the basis.
+    let jobs: Vec<(usize, Tensor)> = (0..m.rows)
+        .step_by(block_rows)
+        .map(|start| (start, basis.shallow_clone()))
+        .collect();
+    let blocks = with_threads(p, threads, || {
+        rayon::broadcast(|_| tch::set_num_threads(1));
+        jobs.into_par_iter()
+            .map(|(start, basis)| {
+                let n = block_rows.min(m.rows - start);
+                let x = block_tensor(m, fmt, start, n, 0, m.cols, mean.as_deref())?;
+                to_f64(&x.f_mm(&basis)?)
+            })
+            .collect::<Result<Vec<Vec<f64>>, tch::TchError>>()
+    })?
+    .map_err(|e| p.error(format!("libtorch failed to project W on the PCs: {e}")))?;
+    Ok(blocks.concat())
+}
+
+/// Rows `start..start + n`, columns `c0..c0 + w` of W up-cast exactly to `T` and, given `mean`,
+/// minus the mean in `T`, as an n × w libtorch tensor.
+fn block_tensor<T: Real>(
     m: &Matrix<'_>,
     fmt: Format,
     start: usize,
     n: usize,
-    buf: &mut Vec<f32>,
-    threads: usize,
-    kind: Kind,
-) -> Result<Tensor, StageError> {
-    let d = m.cols;
-    buf.resize(n * d, 0.0);
-    let rb = m.row_bytes();
-    let src = &m.data[start * rb..(start + n) * rb];
-    with_threads(p, threads, || {
-        buf.par_chunks_mut(d)
-            .zip(src.par_chunks(rb))
-            .with_min_len(16)
-            .for_each(|(out, row)| {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = fmt.to_f32(fmt.pattern(row, j));
-                }
-            })
-    })?;
-    Tensor::f_from_slice(&buf[..])
-        .and_then(|t| t.f_view([n as i64, d as i64]))
-        .and_then(|t| t.f_to_kind(kind))
-        .map_err(|e| p.error(format!("libtorch failed to hold a block of W: {e}")))
+    c0: usize,
+    w: usize,
+    mean: Option<&[T]>,
+) -> Result<Tensor, tch::TchError> {
+    let (rb, eb) = (m.row_bytes(), fmt.bytes());
+    let mut buf: Vec<T> = Vec::with_capacity(n * w);
+    for r in start..start + n {
+        let bytes = &m.data[r * rb + c0 * eb..r * rb + (c0 + w) * eb];
+        let from = buf.len();
+        match fmt {
+            Format::Bf16 => buf.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| T::from(fmt.to_f32(u16::from_le_bytes([b[0], b[1]]) as u32))),
+            ),
+            Format::F32 => buf.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| T::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            ),
+        }
+        if let Some(mu) = mean {
+            for (x, &u) in buf[from..].iter_mut().zip(&mu[c0..c0 + w]) {
+                *x = *x - u;
+            }
+        }
+    }
+    Tensor::f_from_slice(&buf)?.f_view([n as i64, w as i64])
 }
 
 /// All elements of `t` (any float kind) as f64, row-major.
@@ -710,6 +885,30 @@ mod tests {
         assert!((r - 2.0).abs() < 1e-15 && (lat - 45.0).abs() < 1e-12);
         assert!((lon + 135.0).abs() < 1e-12);
         assert_eq!(lat_lon(0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn tiles_and_blocks_depend_on_d_alone_and_cover_it() {
+        assert_eq!(
+            column_tiles(37),
+            vec![(0, 8), (8, 8), (16, 8), (24, 8), (32, 5)]
+        );
+        assert_eq!(column_tiles(3), vec![(0, 3)]);
+        let qwen = column_tiles(2560);
+        assert_eq!(qwen.len(), 10);
+        assert!(qwen.iter().all(|&(_, w)| w == TILE_MAX));
+        let smol = column_tiles(576);
+        assert_eq!((smol.len(), smol[0].1), (8, 72));
+        for d in [1, 7, 37, 255, 577, 4097] {
+            let tiles = column_tiles(d);
+            assert_eq!(tiles[0].0, 0);
+            assert!(tiles.windows(2).all(|t| t[0].0 + t[0].1 == t[1].0));
+            let last = tiles.last().unwrap();
+            assert_eq!(last.0 + last.1, d);
+        }
+        assert_eq!(block_rows(37), 296);
+        assert_eq!(block_rows(2560), BLOCK_BYTES / (8 * 2560));
+        assert_eq!(block_rows(1), 8);
     }
 
     #[test]
