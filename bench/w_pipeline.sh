@@ -66,8 +66,9 @@ checks = {
 for k, v in checks.items():
     print(f"{k}: {v}")
 print(f"norms mean: azimuth {norms['mean']:.6f}, numpy {base['norms']['mean']:.6f}")
-lam = pca.get("eigenvalues_top", pca.get("top_eigenvalues", pca.get("lambda")))
-print(f"pca lambda1: numpy {base['pca']['lambda1']:.7e}; azimuth summary: {json.dumps(lam)[:60]}")
+lam = pca["eigenvalues_leading"][0]
+lam = lam["value"] if isinstance(lam, dict) else lam
+print(f"pca lambda1: azimuth {lam:.7e}, numpy {base['pca']['lambda1']:.7e}")
 print(f"{'task':<12} {'azimuth (stage, -j1)':>22} {'numpy (1 thread)':>18} {'ratio':>7}")
 for k in ["extract", "norms", "dead_sets", "pca"]:
     a, b = ms[k] / 1000, base[k]["s"]

@@ -80,13 +80,31 @@ pub(crate) fn row_norms(data: &[u8], dtype: Dtype, cols: usize) -> Vec<f32> {
     let rows = data.par_chunks_exact(cols * width).with_min_len(64);
     match dtype {
         Dtype::BF16 => rows
-            .map(|r| norm_of(r, |c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64, 2))
+            .map(|r| {
+                norm_of(
+                    r,
+                    |c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64,
+                    2,
+                )
+            })
             .collect(),
         Dtype::F16 => rows
-            .map(|r| norm_of(r, |c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64(), 2))
+            .map(|r| {
+                norm_of(
+                    r,
+                    |c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64(),
+                    2,
+                )
+            })
             .collect(),
         Dtype::F32 => rows
-            .map(|r| norm_of(r, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64, 4))
+            .map(|r| {
+                norm_of(
+                    r,
+                    |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+                    4,
+                )
+            })
             .collect(),
         _ => unreachable!("checked by the caller"),
     }

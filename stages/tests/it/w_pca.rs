@@ -586,13 +586,14 @@ fn pca_is_byte_identical_across_runs_and_thread_counts() {
 }
 
 /// Runs `w.black_holes`, `w.pca` (centroid signs) and `w.skymap` (black holes highlighted) on the
-/// extracted SmolLM2 W (`/work/main/out/smollm2/w` or `AZIMUTH_SMOLLM2_W`) and prints λ1, the
+/// extracted SmolLM2 W (the default pipeline's `out/smollm2/w.safetensors`, or `AZIMUTH_SMOLLM2_W`) and prints λ1, the
 /// variance shares and timings; outputs go to `AZIMUTH_PCA_OUT` (default: a temp dir).
 #[test]
 #[ignore = "needs the extracted SmolLM2 W; run with --ignored --nocapture"]
 fn real_smollm2_pca_and_skymap() {
-    let w =
-        std::env::var("AZIMUTH_SMOLLM2_W").unwrap_or_else(|_| "/work/main/out/smollm2/w".into());
+    let w = std::env::var("AZIMUTH_SMOLLM2_W").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../out/smollm2/w.safetensors").into()
+    });
     let out = std::env::var("AZIMUTH_PCA_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {

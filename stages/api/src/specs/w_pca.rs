@@ -17,7 +17,7 @@ const PC_INDEX: ParamType = ParamType::Int {
 
 pub const PCA: StageSpec = StageSpec {
     name: "w.pca",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "PCA basis of W (covariance eigendecomposition, fixed signs), projections and \
               spherical sky coordinates of every token (S10)",
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn the_w_pca_stages_are_declared_as_specified() {
         let pca = crate::find("w.pca").expect("w.pca is in the catalogue");
-        assert_eq!((pca.kind, pca.version), (StageKind::Analyzer, 1));
+        assert_eq!((pca.kind, pca.version), (StageKind::Analyzer, 2));
         assert!(pca.uses_torch && !pca.device_dependent);
         assert_eq!(
             pca.inputs
