@@ -1057,3 +1057,119 @@ fn synthetic_checkpoint_is_sharded_tied_deterministic_and_its_black_holes_are_ex
     let e = run("w.synthetic_checkpoint", &bad).unwrap_err().0;
     assert!(e.contains("unique largest"), "{e}");
 }
+
+/// Small fixtures made from a real matrix: all-MiniLM's word embeddings rounded to bf16 (round to
+/// nearest even), split into a tied three-shard checkpoint beside two other real tensors, then an
+/// untied one whose head equals the embedding, then one whose head differs in one element.
+#[test]
+fn real_minilm_rows_as_sharded_tied_bf16_fixtures_when_fetched() {
+    let src = models_dir().join("all-minilm-l6-v2/model.safetensors");
+    if !fetched(&src) {
+        return;
+    }
+    let raw = std::fs::read(&src).unwrap();
+    let st = SafeTensors::deserialize(&raw).unwrap();
+    let real = |name: &str| st.tensor(name).unwrap();
+    let words = real("embeddings.word_embeddings.weight");
+    let rows = 4096; // a slice keeps the test small; the rows are real
+    let bf: Vec<u8> = words.data()[..rows * 384 * 4]
+        .chunks_exact(4)
+        .flat_map(|c| {
+            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            half::bf16::from_f32(x).to_bits().to_le_bytes()
+        })
+        .collect();
+    let pos = real("embeddings.position_embeddings.weight");
+    let ln = real("embeddings.LayerNorm.weight");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_st(
+        &d.join("model-00001-of-00003.safetensors"),
+        &[(
+            "embeddings.position_embeddings.weight",
+            Dtype::F32,
+            pos.shape().to_vec(),
+            pos.data(),
+        )],
+    );
+    write_st(
+        &d.join("model-00002-of-00003.safetensors"),
+        &[(
+            "embeddings.LayerNorm.weight",
+            Dtype::F32,
+            ln.shape().to_vec(),
+            ln.data(),
+        )],
+    );
+    write_st(
+        &d.join("model-00003-of-00003.safetensors"),
+        &[(
+            "model.embed_tokens.weight",
+            Dtype::BF16,
+            vec![rows, 384],
+            &bf,
+        )],
+    );
+    std::fs::write(
+        d.join("model.safetensors.index.json"),
+        json!({"weight_map": {
+            "embeddings.position_embeddings.weight": "model-00001-of-00003.safetensors",
+            "embeddings.LayerNorm.weight": "model-00002-of-00003.safetensors",
+            "model.embed_tokens.weight": "model-00003-of-00003.safetensors"}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        json!({"tie_word_embeddings": true}).to_string(),
+    )
+    .unwrap();
+    std::fs::copy(
+        models_dir().join("all-minilm-l6-v2/tokenizer.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
+    let out = extract(d, json!({})).unwrap();
+    let w = out.st().tensor("W").unwrap();
+    assert_eq!((w.dtype(), w.shape()), (Dtype::BF16, &[rows, 384][..]));
+    assert_eq!(w.data(), &bf[..], "the bf16 rows come out bit-exact");
+    assert_eq!(out.vocab["tokens"][101], "[CLS]");
+    assert_eq!(out.vocab["tokens"].as_array().unwrap().len(), 30522);
+
+    // Untied, with a head equal to the embedding: fine. A head one bit off: a clear error.
+    let single = tempfile::tempdir().unwrap();
+    let s = single.path();
+    let mut head = bf.clone();
+    write_st(
+        &s.join("model.safetensors"),
+        &[
+            (
+                "model.embed_tokens.weight",
+                Dtype::BF16,
+                vec![rows, 384],
+                &bf,
+            ),
+            ("lm_head.weight", Dtype::BF16, vec![rows, 384], &head),
+        ],
+    );
+    let both = extract(s, json!({})).unwrap();
+    assert_eq!(both.st().tensor("W").unwrap().data(), &bf[..]);
+    head[2 * 384 * 7] ^= 1;
+    write_st(
+        &s.join("model.safetensors"),
+        &[
+            (
+                "model.embed_tokens.weight",
+                Dtype::BF16,
+                vec![rows, 384],
+                &bf,
+            ),
+            ("lm_head.weight", Dtype::BF16, vec![rows, 384], &head),
+        ],
+    );
+    let e = extract(s, json!({})).err().unwrap();
+    assert!(
+        e.contains("lm_head.weight") && e.contains("model.embed_tokens.weight"),
+        "{e}"
+    );
+}
