@@ -60,6 +60,7 @@ pub enum FileFormat {
     Safetensors,
     Gguf,
     Hdf5,
+    Png,
     Json,
     Text,
     Binary,
@@ -72,6 +73,7 @@ impl FileFormat {
             Self::Safetensors => "safetensors",
             Self::Gguf => "gguf",
             Self::Hdf5 => "hdf5",
+            Self::Png => "png",
             Self::Json => "json",
             Self::Text => "text",
             Self::Binary => "binary",
@@ -107,6 +109,62 @@ pub fn sniff(path: &Path) -> io::Result<FileFormat> {
     Ok(sniff_bytes(&prefix, file_len))
 }
 
+/// The 8-byte PNG signature.
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// A PNG image's header (IHDR): what `show` prints for plots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PngInfo {
+    pub width: u32,
+    pub height: u32,
+    pub bit_depth: u8,
+    /// PNG colour type name: gray, rgb, indexed, gray+alpha, rgba.
+    pub color: &'static str,
+}
+
+/// Reads the IHDR chunk that must follow the PNG signature.
+pub fn read_png(path: &Path) -> io::Result<PngInfo> {
+    let mut head = [0u8; 26];
+    File::open(path)?.read_exact(&mut head).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{}: truncated PNG header", path.display()),
+        )
+    })?;
+    png_info(&head).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: PNG signature without a valid IHDR chunk",
+                path.display()
+            ),
+        )
+    })
+}
+
+fn png_info(head: &[u8]) -> Option<PngInfo> {
+    if !head.starts_with(PNG_SIGNATURE) || head.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let be = |r: std::ops::Range<usize>| u32::from_be_bytes(head.get(r)?.try_into().ok()?).into();
+    let width: Option<u32> = be(16..20);
+    let height: Option<u32> = be(20..24);
+    let color = match *head.get(25)? {
+        0 => "gray",
+        2 => "rgb",
+        3 => "indexed",
+        4 => "gray+alpha",
+        6 => "rgba",
+        _ => return None,
+    };
+    Some(PngInfo {
+        width: width?,
+        height: height?,
+        bit_depth: *head.get(24)?,
+        color,
+    })
+}
+
 /// [`sniff`] on bytes already read: `prefix` is the start of a file of `file_len` bytes.
 pub fn sniff_bytes(prefix: &[u8], file_len: u64) -> FileFormat {
     let prefix = &prefix[..prefix.len().min(SNIFF_LEN)];
@@ -116,6 +174,9 @@ pub fn sniff_bytes(prefix: &[u8], file_len: u64) -> FileFormat {
     }
     if prefix.starts_with(GGUF_MAGIC) {
         return FileFormat::Gguf;
+    }
+    if prefix.starts_with(PNG_SIGNATURE) {
+        return FileFormat::Png;
     }
     if looks_like_safetensors(prefix, file_len) {
         return FileFormat::Safetensors;
@@ -2479,6 +2540,11 @@ mod tests {
             ("safetensors", sample_safetensors(), FileFormat::Safetensors),
             ("gguf", gguf, FileFormat::Gguf),
             (
+                "png",
+                b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec(),
+                FileFormat::Png,
+            ),
+            (
                 "hdf5",
                 [&HDF5_SIGNATURE[..], &[0; 40]].concat(),
                 FileFormat::Hdf5,
@@ -2667,5 +2733,21 @@ mod tests {
                 let _ = sniff_bytes(&bytes, bytes.len() as u64);
             }
         }
+    }
+
+    #[test]
+    fn png_headers_give_size_depth_and_colour() {
+        let mut head = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        head.extend_from_slice(&2000u32.to_be_bytes());
+        head.extend_from_slice(&1000u32.to_be_bytes());
+        head.extend_from_slice(&[8, 2]);
+        let info = png_info(&head).unwrap();
+        assert_eq!(
+            (info.width, info.height, info.bit_depth, info.color),
+            (2000, 1000, 8, "rgb")
+        );
+        head[25] = 5;
+        assert_eq!(png_info(&head), None, "colour type 5 does not exist");
+        assert_eq!(png_info(&head[..20]), None, "truncated");
     }
 }

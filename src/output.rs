@@ -413,6 +413,9 @@ pub enum WireContent {
     Directory {
         manifest: crate::hash::TreeManifest,
     },
+    Png {
+        image: crate::inspect::PngInfo,
+    },
     Json,
     Text,
     Binary,

@@ -126,6 +126,15 @@ pub fn show(
                     json_content = WireContent::Binary;
                 }
             }
+            FileFormat::Png => {
+                let info = inspect::read_png(&path).map_err(|e| e.to_string())?;
+                let _ = writeln!(
+                    content,
+                    "PNG image, {} x {} px, {}-bit {}",
+                    info.width, info.height, info.bit_depth, info.color
+                );
+                json_content = WireContent::Png { image: info };
+            }
             FileFormat::Json | FileFormat::Text => {
                 let mut head = String::new();
                 let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
