@@ -56,14 +56,40 @@ pub(crate) struct Matrix<'a> {
     pub(crate) data: &'a [u8],
 }
 
-/// Maps the single artifact on input port `w`.
-pub(crate) fn load_w(p: &Params<'_>) -> Result<W, StageError> {
-    let inputs = p.inputs("w")?;
+/// Maps the single safetensors file connected to input `port` (an error if none or several).
+pub(crate) fn open_single(
+    p: &Params<'_>,
+    port: &str,
+) -> Result<(std::path::PathBuf, MappedSafetensors), StageError> {
+    let inputs = p.inputs(port)?;
     if inputs.len() != 1 {
-        return Err(p.error(format!("input `w` takes one file, got {}", inputs.len())));
+        return Err(p.error(format!(
+            "input `{port}` takes one file, got {}",
+            inputs.len()
+        )));
     }
     let path = inputs[0].clone();
     let mapped = MappedSafetensors::open(&path).map_err(|e| p.error(e))?;
+    Ok((path, mapped))
+}
+
+/// The tensor names of a file, sorted and quoted, for "it has ..." in error messages (at most 20).
+pub(crate) fn tensor_names(st: &safetensors::SafeTensors<'_>) -> String {
+    let mut names = st.names();
+    names.sort_unstable();
+    if names.is_empty() {
+        return "no tensors".into();
+    }
+    let mut shown: Vec<String> = names.iter().take(20).map(|n| format!("`{n}`")).collect();
+    if names.len() > 20 {
+        shown.push(format!("... ({} in all)", names.len()));
+    }
+    shown.join(", ")
+}
+
+/// Maps the single artifact on input port `w`.
+pub(crate) fn load_w(p: &Params<'_>) -> Result<W, StageError> {
+    let (path, mapped) = open_single(p, "w")?;
     Ok(W { path, mapped })
 }
 
@@ -81,13 +107,10 @@ impl W {
         let view: TensorView<'a> = match st.tensor(name) {
             Ok(v) => v,
             Err(_) => {
-                let mut names = st.names();
-                names.sort_unstable();
-                let shown: Vec<String> = names.iter().take(20).map(|n| format!("`{n}`")).collect();
                 return Err(p.error(format!(
                     "`{}` has no tensor `{name}`; it has {}; set param `tensor` to the matrix's name",
                     path.display(),
-                    if shown.is_empty() { "no tensors".to_string() } else { shown.join(", ") }
+                    tensor_names(&st)
                 )));
             }
         };
@@ -160,15 +183,8 @@ pub(crate) fn load_black_holes(
     port: &str,
     rows: usize,
 ) -> Result<BlackHoles, StageError> {
-    let inputs = p.inputs(port)?;
-    if inputs.len() != 1 {
-        return Err(p.error(format!(
-            "input `{port}` takes one file, got {}",
-            inputs.len()
-        )));
-    }
-    let path = &inputs[0];
-    let mapped = MappedSafetensors::open(path).map_err(|e| p.error(e))?;
+    let (path, mapped) = open_single(p, port)?;
+    let path = &path;
     let st = mapped.parse(path).map_err(|e| p.error(e))?;
     let view = st.tensor("black_hole_id").map_err(|_| {
         p.error(format!(
@@ -221,27 +237,14 @@ pub(crate) fn load_mask(
     name: &str,
     rows: usize,
 ) -> Result<Vec<bool>, StageError> {
-    let inputs = p.inputs(port)?;
-    if inputs.len() != 1 {
-        return Err(p.error(format!(
-            "input `{port}` takes one file, got {}",
-            inputs.len()
-        )));
-    }
-    let path = &inputs[0];
-    let mapped = MappedSafetensors::open(path).map_err(|e| p.error(e))?;
+    let (path, mapped) = open_single(p, port)?;
+    let path = &path;
     let st = mapped.parse(path).map_err(|e| p.error(e))?;
     let view = st.tensor(name).map_err(|_| {
-        let mut names = st.names();
-        names.sort_unstable();
         p.error(format!(
             "`{}` (input `{port}`) has no mask `{name}`; it has {}",
             path.display(),
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            tensor_names(&st)
         ))
     })?;
     if view.dtype() != Dtype::BOOL || view.shape() != [rows] {

@@ -29,7 +29,6 @@ use serde::Serialize;
 use azimuth_stage_api::specs::w_pca::SKYMAP as SPEC;
 
 use super::raster::{self, Canvas, Colormap, Rgb};
-use crate::io::MappedSafetensors;
 use crate::params::Params;
 use crate::w_analysis::load_mask;
 use crate::{StageContext, StageError};
@@ -177,15 +176,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         p.output("summary")?,
     ];
 
-    let inputs = p.inputs("projections")?;
-    if inputs.len() != 1 {
-        return Err(p.error(format!(
-            "input `projections` takes one file, got {}",
-            inputs.len()
-        )));
-    }
-    let path = &inputs[0];
-    let mapped = MappedSafetensors::open(path).map_err(|e| p.error(e))?;
+    let (path, mapped) = crate::w_analysis::open_single(&p, "projections")?;
+    let path = &path;
     let st = mapped.parse(path).map_err(|e| p.error(e))?;
     let lat = read_f32(&p, &st, path, if flatten { "lat_flat" } else { "lat" })?;
     let lon = read_f32(&p, &st, path, "lon")?;

@@ -38,7 +38,6 @@ use azimuth_stage_api::specs::w_tokens::TOKENS as SPEC;
 use super::bpe::Encoder;
 use super::scripts;
 use super::vocab::{self, byte_level_inverse, Source};
-use crate::io::MappedSafetensors;
 use crate::params::Params;
 use crate::w_analysis::{load_black_holes, load_mask, with_threads};
 use crate::{StageContext, StageError};
@@ -196,26 +195,14 @@ fn rows_of(p: &Params<'_>, port: &str, name: &str) -> Result<Option<usize>, Stag
     if inputs.is_empty() {
         return Ok(None);
     }
-    if inputs.len() != 1 {
-        return Err(p.error(format!(
-            "input `{port}` takes one file, got {}",
-            inputs.len()
-        )));
-    }
-    let path = &inputs[0];
-    let mapped = MappedSafetensors::open(path).map_err(|e| p.error(e))?;
+    let (path, mapped) = crate::w_analysis::open_single(p, port)?;
+    let path = &path;
     let st = mapped.parse(path).map_err(|e| p.error(e))?;
     let view = st.tensor(name).map_err(|_| {
-        let mut names = st.names();
-        names.sort_unstable();
         p.error(format!(
             "`{}` (input `{port}`) has no tensor `{name}`; it has {}",
             path.display(),
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::w_analysis::tensor_names(&st)
         ))
     })?;
     match view.shape().first() {
