@@ -15,6 +15,50 @@ pub mod w_lattice;
 pub mod w_pca;
 pub mod w_tokens;
 
+/// Ports and params that several W families declare alike (W, its black holes, its dead-set
+/// masks, and the name of W inside its file): one definition, so docs and defaults never drift.
+pub(crate) mod shared {
+    use crate::{ParamSpec, ParamType, PortSpec};
+
+    /// Input `w`: the matrix W.
+    pub(crate) const W_INPUT: PortSpec = PortSpec {
+        name: "w",
+        doc: "a safetensors file holding the matrix W [V, D] as BF16 or F32 (one row per token)",
+        many: false,
+        optional: false,
+        ext: "",
+    };
+
+    /// Input `black_holes`: the `members` output of `w.black_holes`.
+    pub(crate) const BLACK_HOLES_INPUT: PortSpec = PortSpec {
+        name: "black_holes",
+        doc: "the `members` output of `w.black_holes` computed from the same W (`black_hole_id` \
+              [V], 0 = none, 1 = largest)",
+        many: false,
+        optional: false,
+        ext: "",
+    };
+
+    /// Input `dead`: the `masks` output of `w.dead_sets`.
+    pub(crate) const DEAD_INPUT: PortSpec = PortSpec {
+        name: "dead",
+        doc: "a masks file (the `masks` output of `w.dead_sets` on the same W): safetensors with \
+              BOOL [V] tensors, one per membership rule (`rule_a`, `rule_b`, `rule_d`); param \
+              `mask` picks one",
+        many: false,
+        optional: false,
+        ext: "",
+    };
+
+    /// Param `tensor`: the name of W inside its file.
+    pub(crate) const TENSOR_PARAM: ParamSpec = ParamSpec {
+        name: "tensor",
+        ty: ParamType::Str,
+        default: Some("\"W\""),
+        doc: "name of the matrix inside the input file",
+    };
+}
+
 /// Every family's specs, in catalogue order. A new family adds its module here (and its
 /// `dispatch` in `azimuth-stages`' `impls.rs`); a new stage only touches its family's file.
 static FAMILIES: &[&[StageSpec]] = &[

@@ -3,25 +3,11 @@
 //! named `W`): `w.black_holes`, the census of bit-identical rows (science spec S04), and `w.norms`,
 //! per-row L2 norms with histograms and "the spike" (S03). Neither uses libtorch.
 
+use super::shared::{TENSOR_PARAM, W_INPUT};
 use crate::{ParamSpec, ParamType, PortSpec, StageKind, StageSpec};
 
 /// The family, in catalogue order.
 pub const SPECS: &[StageSpec] = &[BLACK_HOLES, NORMS];
-
-const W_INPUT: PortSpec = PortSpec {
-    name: "w",
-    doc: "a safetensors file holding the matrix W [V, D] (one row per token)",
-    many: false,
-    optional: false,
-    ext: "",
-};
-
-const TENSOR_PARAM: ParamSpec = ParamSpec {
-    name: "tensor",
-    ty: ParamType::Str,
-    default: Some("\"W\""),
-    doc: "name of the matrix inside the input file",
-};
 
 pub const BLACK_HOLES: StageSpec = StageSpec {
     name: "w.black_holes",

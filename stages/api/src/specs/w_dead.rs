@@ -6,33 +6,11 @@
 //! `w.geography` the core / Oort cloud / Outlier description of one dead set (S06). None of them
 //! uses libtorch.
 
+use super::shared::{BLACK_HOLES_INPUT, DEAD_INPUT, TENSOR_PARAM, W_INPUT};
 use crate::{ParamSpec, ParamType, PortSpec, StageKind, StageSpec};
 
 /// The family, in catalogue order.
 pub const SPECS: &[StageSpec] = &[DEAD_SETS, CENTROID_ANGLE, GEOGRAPHY];
-
-const W_INPUT: PortSpec = PortSpec {
-    name: "w",
-    doc: "a safetensors file holding the matrix W [V, D] as BF16 or F32 (one row per token)",
-    many: false,
-    optional: false,
-    ext: "",
-};
-
-const BLACK_HOLES_INPUT: PortSpec = PortSpec {
-    name: "black_holes",
-    doc: "the `members` output of a `w.black_holes` stage run on the same W",
-    many: false,
-    optional: false,
-    ext: "",
-};
-
-const TENSOR_PARAM: ParamSpec = ParamSpec {
-    name: "tensor",
-    ty: ParamType::Str,
-    default: Some("\"W\""),
-    doc: "name of the matrix inside the input file",
-};
 
 const fn output(name: &'static str, ext: &'static str, doc: &'static str) -> PortSpec {
     PortSpec {
@@ -151,13 +129,7 @@ pub const GEOGRAPHY: StageSpec = StageSpec {
     inputs: &[
         W_INPUT,
         BLACK_HOLES_INPUT,
-        PortSpec {
-            name: "dead",
-            doc: "the `masks` output of a `w.dead_sets` stage run on the same W",
-            many: false,
-            optional: false,
-            ext: "",
-        },
+        DEAD_INPUT,
     ],
     outputs: &[
         output(

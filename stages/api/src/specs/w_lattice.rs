@@ -5,43 +5,11 @@
 //! `w.quantization` counts the distinct component values of a dead set and their spacing (S09).
 //! None of them uses libtorch; all accept W as BF16 or F32.
 
+use super::shared::{BLACK_HOLES_INPUT, DEAD_INPUT, TENSOR_PARAM, W_INPUT};
 use crate::{ParamSpec, ParamType, PortSpec, StageKind, StageSpec};
 
 /// The family, in catalogue order.
 pub const SPECS: &[StageSpec] = &[TOPOLOGY, EXPONENTS, QUANTIZATION];
-
-const W_INPUT: PortSpec = PortSpec {
-    name: "w",
-    doc: "a safetensors file holding the matrix W [V, D] as BF16 or F32 (one row per token)",
-    many: false,
-    optional: false,
-    ext: "",
-};
-
-const BLACK_HOLES_INPUT: PortSpec = PortSpec {
-    name: "black_holes",
-    doc: "the `members` output of `w.black_holes` computed from the same W (`black_hole_id` [V], \
-          0 = none, 1 = largest)",
-    many: false,
-    optional: false,
-    ext: "",
-};
-
-const DEAD_INPUT: PortSpec = PortSpec {
-    name: "dead",
-    doc: "a masks file (the `masks` output of `w.dead_sets`): safetensors with BOOL [V] tensors, \
-          one per membership rule (`rule_a`, `rule_b`, `rule_d`); param `mask` picks one",
-    many: false,
-    optional: false,
-    ext: "",
-};
-
-const TENSOR_PARAM: ParamSpec = ParamSpec {
-    name: "tensor",
-    ty: ParamType::Str,
-    default: Some("\"W\""),
-    doc: "name of the matrix inside the input file",
-};
 
 const fn summary_output(doc: &'static str) -> PortSpec {
     PortSpec {
