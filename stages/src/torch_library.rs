@@ -151,7 +151,9 @@ fn dl_error() -> String {
     if msg.is_null() {
         "unknown dlopen error".into()
     } else {
-        unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(msg) }
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -174,10 +176,14 @@ mod tests {
     fn a_library_without_the_symbols_is_rejected_by_name() {
         // Any shared object without our symbols: copy libc's under the expected name.
         let dir = tempfile::tempdir().unwrap();
-        let libc_path = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6", "/lib64/libc.so.6"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.is_file());
+        let libc_path = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib64/libc.so.6",
+            "/lib64/libc.so.6",
+        ]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file());
         let Some(libc_path) = libc_path else { return };
         std::fs::copy(libc_path, dir.path().join(file_name())).unwrap();
         let Err(err) = load(&dir.path().join("azimuth-worker")) else {

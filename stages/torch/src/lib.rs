@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn run_hands_other_stages_to_azimuth_stages() {
         let err = run("tensor.summary", &empty_ctx()).unwrap_err().0;
-        assert!(err.contains("`probe`") && !err.contains("not a built-in"), "{err}");
+        assert!(
+            err.contains("`probe`") && !err.contains("not a built-in"),
+            "{err}"
+        );
         let err = run("tensor.nope", &empty_ctx()).unwrap_err().0;
         assert!(err.contains("not a built-in stage"), "{err}");
     }

@@ -593,7 +593,11 @@ fn pca_is_byte_identical_across_runs_and_thread_counts() {
 #[ignore = "needs the extracted SmolLM2 W; run with --ignored --nocapture"]
 fn real_smollm2_pca_and_skymap() {
     let w = std::env::var("AZIMUTH_SMOLLM2_W").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../out/smollm2/w.safetensors").into()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../out/smollm2/w.safetensors"
+        )
+        .into()
     });
     let out = std::env::var("AZIMUTH_PCA_OUT")
         .map(PathBuf::from)
