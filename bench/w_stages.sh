@@ -4,7 +4,7 @@
 #
 # Usage: bench/w_stages.sh [threads]   (default 2); NUMPY=1 also times np.unique (slow). Needs
 # python3; creates .bench/venv-torch with numpy if missing.
-# Rust side: the ignored test `bench_black_holes` in stages/tests/it/w_analysis.rs (release build;
+# Rust side: the ignored test `bench_black_holes` in stages/torch/tests/it/w_analysis_bench.rs (release build;
 # CARGO_TARGET_DIR is honoured), which times our finder, the whole stage, and libtorch 2.13's
 # unique_dim (the kernel of torch.unique(dim=0)) through tch on the same bytes.
 set -euo pipefail
@@ -22,7 +22,7 @@ fi
 [[ -f $W ]] || $VENV/bin/python bench/w_stages.py make $W
 cat $W > /dev/null   # page cache: every contender reads the file from memory
 OURS=$(AZIMUTH_BENCH_W=$PWD/$W AZIMUTH_BENCH_THREADS=$THREADS \
-  cargo test --release -q -p azimuth-stages --test it -- --ignored --nocapture bench_black_holes 2>&1 \
+  cargo test --release -q -p azimuth-stages-torch --test it -- --ignored --nocapture bench_black_holes 2>&1 \
   | grep '^BENCH ' | sed 's/^BENCH //')
 echo "azimuth: $OURS"
 BASE=$($VENV/bin/python bench/w_stages.py baseline $W --threads "$THREADS" ${NUMPY:+--numpy} | sed 's/^BASELINE //')

@@ -1,6 +1,8 @@
-//! Stage name -> implementation (feature `torch`): [`dispatch`] is the one place that maps a
-//! catalogue name to the `run` function of its stage, through each family's `dispatch`; a test
-//! checks that every catalogued stage dispatches.
+//! Stage name -> implementation: [`dispatch`] is the one place that maps a catalogue name to the
+//! `run` function of its stage, through each family's `dispatch`. Stages whose spec says
+//! `uses_torch` are not here but in `azimuth-stages-torch`; for them [`dispatch`] returns an error
+//! that says so. A test checks that every catalogued stage either dispatches here or is a torch
+//! stage (the torch crate's own test checks it dispatches every torch stage).
 
 use crate::{StageContext, StageError};
 
@@ -9,6 +11,15 @@ type FamilyDispatch = fn(&str, &StageContext) -> Option<Result<(), StageError>>;
 
 /// Runs the built-in stage `name` on `ctx`: asks each family in turn.
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError> {
+    if crate::find(name).is_some_and(|spec| spec.uses_torch) {
+        return Err(StageError(format!(
+            "stage `{}`: `{name}` uses libtorch, so it runs in the `azimuth-stages-torch` crate \
+             (`azimuth_stages_torch::run`, or `azimuth-worker` through {}), not in \
+             `azimuth-stages`",
+            ctx.instance,
+            crate::torch_library::file_name()
+        )));
+    }
     let families: &[FamilyDispatch] = &[
         crate::w_extract::dispatch,
         crate::w_analysis::dispatch,
@@ -49,8 +60,10 @@ mod tests {
     }
 
     #[test]
-    fn every_catalogued_stage_dispatches() {
-        // With no params/outputs every stage fails, but with its own error, never "not built-in".
+    fn every_catalogued_stage_dispatches_here_or_is_a_torch_stage() {
+        // With no params/outputs every stage fails, but with its own error, never "not built-in";
+        // a `uses_torch` stage fails with the pointer to the torch crate instead.
+        let mut torch = 0;
         for spec in crate::catalogue() {
             let err = dispatch(spec.name, &empty_ctx()).unwrap_err().0;
             assert!(
@@ -59,7 +72,15 @@ mod tests {
                 spec.name
             );
             assert!(err.contains("`probe`"), "{err}");
+            assert_eq!(
+                err.contains("uses libtorch, so it runs in the `azimuth-stages-torch` crate"),
+                spec.uses_torch,
+                "{}: {err}",
+                spec.name
+            );
+            torch += usize::from(spec.uses_torch);
         }
+        assert!(torch >= 2, "tensor.random and w.pca use libtorch");
     }
 
     #[test]

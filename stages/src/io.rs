@@ -20,11 +20,11 @@ use safetensors::tensor::{Dtype, TensorInfo};
 use safetensors::SafeTensors;
 
 /// One tensor to write: raw little-endian element bytes in row-major order.
-pub(crate) struct TensorOut<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) dtype: Dtype,
-    pub(crate) shape: Vec<usize>,
-    pub(crate) data: &'a [u8],
+pub struct TensorOut<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
 }
 
 /// The header bytes (JSON, space-padded to a multiple of 8) and the tensors in data order.
@@ -87,7 +87,7 @@ fn header<'t, 'a>(
 
 /// Maps an input file read-only, hinting sequential read-ahead (W is read once, front to back).
 /// The error names the file.
-pub(crate) fn map_input(path: &Path) -> Result<memmap2::Mmap, String> {
+pub fn map_input(path: &Path) -> Result<memmap2::Mmap, String> {
     let file = File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
     // SAFETY: a read-only map of an input artifact: read-only checkouts of the store, or files the
     // user promises not to change during the run.
@@ -100,7 +100,7 @@ pub(crate) fn map_input(path: &Path) -> Result<memmap2::Mmap, String> {
 
 /// The whole file in memory (tests compare it with the crate's own serializer).
 #[cfg(test)]
-pub(crate) fn safetensors_bytes(
+pub fn safetensors_bytes(
     tensors: &[TensorOut<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
@@ -114,7 +114,7 @@ pub(crate) fn safetensors_bytes(
 }
 
 /// Writes a safetensors file at `path` (atomically: temp file + rename, mode 0644).
-pub(crate) fn write_safetensors(
+pub fn write_safetensors(
     path: &Path,
     tensors: &[TensorOut<'_>],
     metadata: &BTreeMap<String, String>,
@@ -154,7 +154,7 @@ pub(crate) fn write_safetensors(
 
 /// Writes a small output (JSON, CSV) with mode 0644. Outputs live in the stage's staging
 /// directory, which only becomes visible after the stage succeeds, so a plain write is safe.
-pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes)
         .and_then(|()| set_mode_0644(path))
         .map_err(|e| {
@@ -166,7 +166,7 @@ pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Pretty JSON with a trailing newline (serde_json without `preserve_order`: sorted maps).
-pub(crate) fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
+pub fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
     let mut text =
         serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?;
     text.push('\n');
@@ -185,13 +185,13 @@ fn set_mode_0644(_path: &Path) -> std::io::Result<()> {
 }
 
 /// A safetensors file mapped into memory; [`MappedSafetensors::parse`] gives the tensors.
-pub(crate) struct MappedSafetensors {
+pub struct MappedSafetensors {
     map: memmap2::Mmap,
 }
 
 impl MappedSafetensors {
     /// Maps `path`. Fails with a readable message on a missing, empty or unreadable file.
-    pub(crate) fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> Result<Self, String> {
         let file =
             File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
         let len = file
@@ -212,13 +212,13 @@ impl MappedSafetensors {
     }
 
     /// Parses the header; tensor data stays in the map.
-    pub(crate) fn parse(&self, path: &Path) -> Result<SafeTensors<'_>, String> {
+    pub fn parse(&self, path: &Path) -> Result<SafeTensors<'_>, String> {
         SafeTensors::deserialize(&self.map)
             .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))
     }
 
     /// The user metadata of the header (`__metadata__`), sorted by key.
-    pub(crate) fn metadata(&self, path: &Path) -> Result<BTreeMap<String, String>, String> {
+    pub fn metadata(&self, path: &Path) -> Result<BTreeMap<String, String>, String> {
         let (_, meta) = SafeTensors::read_metadata(&self.map)
             .map_err(|e| format!("`{}` is not a valid safetensors file: {e}", path.display()))?;
         Ok(meta

@@ -13,14 +13,14 @@ use serde_json::Value;
 use crate::{StageContext, StageError, StageSpec};
 
 /// A stage's view of its context: the context plus the stage's own metadata.
-pub(crate) struct Params<'a> {
-    pub(crate) spec: &'static StageSpec,
-    pub(crate) ctx: &'a StageContext,
+pub struct Params<'a> {
+    pub spec: &'static StageSpec,
+    pub ctx: &'a StageContext,
 }
 
 impl<'a> Params<'a> {
     /// Wraps `ctx` for the stage `spec`, rejecting params the stage does not declare.
-    pub(crate) fn new(spec: &'static StageSpec, ctx: &'a StageContext) -> Result<Self, StageError> {
+    pub fn new(spec: &'static StageSpec, ctx: &'a StageContext) -> Result<Self, StageError> {
         let p = Params { spec, ctx };
         if let Some(unknown) = ctx.params.keys().find(|k| spec.param(k).is_none()) {
             let known: Vec<String> = spec
@@ -38,7 +38,7 @@ impl<'a> Params<'a> {
     }
 
     /// An error that names the stage instance and the stage.
-    pub(crate) fn error(&self, msg: impl std::fmt::Display) -> StageError {
+    pub fn error(&self, msg: impl std::fmt::Display) -> StageError {
         StageError(format!(
             "stage `{}` ({}): {msg}",
             self.ctx.instance, self.spec.name
@@ -46,12 +46,12 @@ impl<'a> Params<'a> {
     }
 
     /// Writes a small output (JSON, CSV) with mode 0644; errors name the stage instance.
-    pub(crate) fn write_output(&self, path: &Path, bytes: &[u8]) -> Result<(), StageError> {
+    pub fn write_output(&self, path: &Path, bytes: &[u8]) -> Result<(), StageError> {
         crate::io::write_output(path, bytes).map_err(|e| self.error(e))
     }
 
     /// Writes `value` as pretty JSON with a trailing newline.
-    pub(crate) fn write_json<T: serde::Serialize>(
+    pub fn write_json<T: serde::Serialize>(
         &self,
         path: &Path,
         value: &T,
@@ -79,23 +79,23 @@ impl<'a> Params<'a> {
         Ok(value)
     }
 
-    pub(crate) fn int(&self, name: &str) -> Result<i64, StageError> {
+    pub fn int(&self, name: &str) -> Result<i64, StageError> {
         let v = self.value(name)?;
         Ok(v.as_i64().expect("checked as Int"))
     }
 
-    pub(crate) fn float(&self, name: &str) -> Result<f64, StageError> {
+    pub fn float(&self, name: &str) -> Result<f64, StageError> {
         let v = self.value(name)?;
         Ok(v.as_f64().expect("checked as Float"))
     }
 
-    pub(crate) fn boolean(&self, name: &str) -> Result<bool, StageError> {
+    pub fn boolean(&self, name: &str) -> Result<bool, StageError> {
         let v = self.value(name)?;
         Ok(v.as_bool().expect("checked as Bool"))
     }
 
     /// An `IntList` param.
-    pub(crate) fn int_list(&self, name: &str) -> Result<Vec<i64>, StageError> {
+    pub fn int_list(&self, name: &str) -> Result<Vec<i64>, StageError> {
         let v = self.value(name)?;
         Ok(v.as_array()
             .expect("checked as IntList")
@@ -105,7 +105,7 @@ impl<'a> Params<'a> {
     }
 
     /// A `FloatList` param.
-    pub(crate) fn float_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
+    pub fn float_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
         let v = self.value(name)?;
         Ok(v.as_array()
             .expect("checked as FloatList")
@@ -115,7 +115,7 @@ impl<'a> Params<'a> {
     }
 
     /// A `Str` or `Choice` param.
-    pub(crate) fn string(&self, name: &str) -> Result<String, StageError> {
+    pub fn string(&self, name: &str) -> Result<String, StageError> {
         match self.value(name)? {
             Value::String(s) => Ok(s),
             other => Err(self.error(format!("param `{name}`: expected a string, got {other}"))),
@@ -123,7 +123,7 @@ impl<'a> Params<'a> {
     }
 
     /// The path the stage must create for output port `port`.
-    pub(crate) fn output(&self, port: &str) -> Result<&'a Path, StageError> {
+    pub fn output(&self, port: &str) -> Result<&'a Path, StageError> {
         self.ctx
             .outputs
             .get(port)
@@ -136,7 +136,7 @@ impl<'a> Params<'a> {
     }
 
     /// The artifacts connected to input port `port` (at least one).
-    pub(crate) fn inputs(&self, port: &str) -> Result<&'a [PathBuf], StageError> {
+    pub fn inputs(&self, port: &str) -> Result<&'a [PathBuf], StageError> {
         match self.ctx.inputs.get(port) {
             Some(paths) if !paths.is_empty() => Ok(paths),
             _ => Err(self.error(format!(
@@ -146,7 +146,7 @@ impl<'a> Params<'a> {
     }
 
     /// The artifacts connected to an optional input port (empty when it is not connected).
-    pub(crate) fn optional_inputs(&self, port: &str) -> &'a [PathBuf] {
+    pub fn optional_inputs(&self, port: &str) -> &'a [PathBuf] {
         self.ctx.inputs.get(port).map_or(&[], Vec::as_slice)
     }
 }

@@ -29,7 +29,7 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), Stag
 }
 
 /// Runs `f` on a rayon pool of `threads` threads (at least 1).
-pub(crate) fn with_threads<T: Send>(
+pub fn with_threads<T: Send>(
     p: &Params<'_>,
     threads: usize,
     f: impl FnOnce() -> T + Send,
@@ -42,22 +42,22 @@ pub(crate) fn with_threads<T: Send>(
 }
 
 /// The mapped input `w` of a stage; [`W::view`] gives the checked matrix.
-pub(crate) struct W {
-    pub(crate) path: std::path::PathBuf,
-    pub(crate) mapped: MappedSafetensors,
+pub struct W {
+    pub path: std::path::PathBuf,
+    pub mapped: MappedSafetensors,
 }
 
 /// A 2-D matrix inside the mapped file.
-pub(crate) struct Matrix<'a> {
-    pub(crate) dtype: Dtype,
-    pub(crate) rows: usize,
-    pub(crate) cols: usize,
+pub struct Matrix<'a> {
+    pub dtype: Dtype,
+    pub rows: usize,
+    pub cols: usize,
     /// Row-major little-endian element bytes.
-    pub(crate) data: &'a [u8],
+    pub data: &'a [u8],
 }
 
 /// Maps the single safetensors file connected to input `port` (an error if none or several).
-pub(crate) fn open_single(
+pub fn open_single(
     p: &Params<'_>,
     port: &str,
 ) -> Result<(std::path::PathBuf, MappedSafetensors), StageError> {
@@ -74,7 +74,7 @@ pub(crate) fn open_single(
 }
 
 /// The tensor names of a file, sorted and quoted, for "it has ..." in error messages (at most 20).
-pub(crate) fn tensor_names(st: &safetensors::SafeTensors<'_>) -> String {
+pub fn tensor_names(st: &safetensors::SafeTensors<'_>) -> String {
     let mut names = st.names();
     names.sort_unstable();
     if names.is_empty() {
@@ -88,14 +88,14 @@ pub(crate) fn tensor_names(st: &safetensors::SafeTensors<'_>) -> String {
 }
 
 /// Maps the single artifact on input port `w`.
-pub(crate) fn load_w(p: &Params<'_>) -> Result<W, StageError> {
+pub fn load_w(p: &Params<'_>) -> Result<W, StageError> {
     let (path, mapped) = open_single(p, "w")?;
     Ok(W { path, mapped })
 }
 
 impl W {
     /// The 2-D tensor `name`, whose dtype must be one of `dtypes`.
-    pub(crate) fn matrix<'a>(
+    pub fn matrix<'a>(
         &'a self,
         p: &Params<'_>,
         name: &str,
@@ -142,47 +142,43 @@ impl W {
 
 impl Matrix<'_> {
     /// The lattice format of the elements; `None` unless BF16 or F32.
-    pub(crate) fn format(&self) -> Option<crate::lattice::Format> {
+    pub fn format(&self) -> Option<crate::lattice::Format> {
         crate::lattice::Format::of(self.dtype)
     }
 
     /// Bytes of one row.
-    pub(crate) fn row_bytes(&self) -> usize {
+    pub fn row_bytes(&self) -> usize {
         self.data.len() / self.rows.max(1)
     }
 
     /// The little-endian bytes of row `i`.
-    pub(crate) fn row(&self, i: usize) -> &[u8] {
+    pub fn row(&self, i: usize) -> &[u8] {
         let n = self.row_bytes();
         &self.data[i * n..(i + 1) * n]
     }
 }
 
 /// The dtypes the lattice analyses accept.
-pub(crate) const LATTICE_DTYPES: &[Dtype] = &[Dtype::BF16, Dtype::F32];
+pub const LATTICE_DTYPES: &[Dtype] = &[Dtype::BF16, Dtype::F32];
 
 /// The black holes of W as written by `w.black_holes`' `members` output: per-token ids
 /// (0 = none, 1 = largest) and the member lists in numbering order (each ascending).
-pub(crate) struct BlackHoles {
+pub struct BlackHoles {
     /// `black_hole_id` per token.
-    pub(crate) id: Vec<u32>,
+    pub id: Vec<u32>,
     /// Members of black holes 1…K, ascending token ids.
-    pub(crate) members: Vec<Vec<u32>>,
+    pub members: Vec<Vec<u32>>,
 }
 
 impl BlackHoles {
     /// Tokens inside black holes.
-    pub(crate) fn tokens(&self) -> usize {
+    pub fn tokens(&self) -> usize {
         self.members.iter().map(Vec::len).sum()
     }
 }
 
 /// Reads the single file on input `port` as a `w.black_holes` members file for a W of `rows` rows.
-pub(crate) fn load_black_holes(
-    p: &Params<'_>,
-    port: &str,
-    rows: usize,
-) -> Result<BlackHoles, StageError> {
+pub fn load_black_holes(p: &Params<'_>, port: &str, rows: usize) -> Result<BlackHoles, StageError> {
     let (path, mapped) = open_single(p, port)?;
     let path = &path;
     let st = mapped.parse(path).map_err(|e| p.error(e))?;
@@ -231,7 +227,7 @@ pub(crate) fn load_black_holes(
 
 /// Reads the BOOL tensor `name` [rows] of the single file on input `port` (e.g. a dead-set mask
 /// of `w.dead_sets`' `masks` output) as one bool per token.
-pub(crate) fn load_mask(
+pub fn load_mask(
     p: &Params<'_>,
     port: &str,
     name: &str,

@@ -1,10 +1,10 @@
-//! Integration tests of `azimuth-stages` through its public API: the two tensor stages run end to
-//! end on files they make themselves (`tensor.rs`). HDF5 inspection is tested in `api/tests/inspect.rs`. libtorch runs on 1 thread (the stages set it from `threads`).
+//! Integration tests of `azimuth-stages` through its public API: each family's stages run end to
+//! end through `azimuth_stages::run` on files the tests make themselves. The stages that use
+//! libtorch (`tensor.random`, `w.pca`) are tested in `torch/tests/it/`, with `tensor.summary` and
+//! `w.skymap`, which read their outputs. HDF5 inspection is tested in `api/tests/inspect.rs`.
 
-mod tensor;
 mod w_analysis;
 mod w_dead;
 mod w_extract;
 mod w_lattice;
-mod w_pca;
 mod w_tokens;

@@ -1,4 +1,5 @@
-//! Tests of the `w_pca` family through `azimuth_stages::run`: `w.pca` on a planted W whose
+//! Tests of the `w_pca` family through `azimuth_stages_torch::run` (which runs `w.pca` itself and
+//! hands `w.skymap` on to `azimuth_stages::run`): `w.pca` on a planted W whose
 //! covariance is known exactly (rows μ ± s_i·3u_i along six orthogonal directions u_i with integer
 //! 3u_i, so every element is exact in BF16 and F32 and λ_i = 18·s_i²/N), its sign rule (negating
 //! W negates the basis), divisor and precision, spherical coordinates and flattening, bad inputs,
@@ -9,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use azimuth_stages::{run, StageContext};
+use azimuth_stages_torch::{run, StageContext};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value};
@@ -592,7 +593,11 @@ fn pca_is_byte_identical_across_runs_and_thread_counts() {
 #[ignore = "needs the extracted SmolLM2 W; run with --ignored --nocapture"]
 fn real_smollm2_pca_and_skymap() {
     let w = std::env::var("AZIMUTH_SMOLLM2_W").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../out/smollm2/w.safetensors").into()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../out/smollm2/w.safetensors"
+        )
+        .into()
     });
     let out = std::env::var("AZIMUTH_PCA_OUT")
         .map(PathBuf::from)

@@ -54,11 +54,11 @@ use tch::{Device, Kind, Tensor};
 
 use azimuth_stage_api::specs::w_pca::PCA as SPEC;
 
-use crate::io::{write_safetensors, TensorOut};
-use crate::lattice::Format;
-use crate::params::Params;
-use crate::w_analysis::{load_black_holes, load_w, with_threads, Matrix, LATTICE_DTYPES};
-use crate::{StageContext, StageError};
+use azimuth_stages::io::{write_safetensors, TensorOut};
+use azimuth_stages::lattice::Format;
+use azimuth_stages::params::Params;
+use azimuth_stages::w_analysis::{load_black_holes, load_w, with_threads, Matrix, LATTICE_DTYPES};
+use azimuth_stages::{StageContext, StageError};
 
 /// Bumped with `SPEC.version` whenever an output's layout changes.
 const FORMAT: u32 = 1;
@@ -115,7 +115,7 @@ impl Precision {
 /// How one PC's sign was decided.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum SignBasis {
+pub enum SignBasis {
     /// `signs` = none: libtorch's sign kept.
     Libtorch,
     /// The black-hole centroid's projection.

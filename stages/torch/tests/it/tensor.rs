@@ -1,9 +1,10 @@
-//! `tensor.random` and `tensor.summary` run through `azimuth_stages::run`.
+//! `tensor.random` and `tensor.summary` run through `azimuth_stages_torch::run` (it runs the torch
+//! stages itself and hands the others on to `azimuth_stages::run`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use azimuth_stages::{run, StageContext};
+use azimuth_stages_torch::{run, StageContext};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value};

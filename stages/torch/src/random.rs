@@ -17,10 +17,10 @@ mod imp {
     use safetensors::tensor::Dtype;
     use tch::{Device, Kind, Tensor};
 
-    use crate::io::{write_safetensors, TensorOut};
-    use crate::params::Params;
-    use crate::{StageContext, StageError};
     use azimuth_stage_api::specs::tensor::RANDOM as SPEC;
+    use azimuth_stages::io::{write_safetensors, TensorOut};
+    use azimuth_stages::params::Params;
+    use azimuth_stages::{StageContext, StageError};
 
     /// Upper bound on `rows * cols`: 4e9 elements is already 16 GB of f32 in memory.
     const MAX_ELEMENTS: u64 = 4_000_000_000;
