@@ -63,7 +63,20 @@ pub struct Library {
 /// Loads the torch-stage library found beside `exe` (see [`candidates`]) and checks its ABI.
 pub fn load(exe: &Path) -> Result<Library, String> {
     let candidates = candidates(exe);
-    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+    // The newest of the candidates: `cargo build` hardlinks the library beside the binaries, but
+    // `cargo test` refreshes only `deps/`, and a stale copy must not shadow the fresh one.
+    let newest = candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .fold(
+            None::<(std::time::SystemTime, &PathBuf)>,
+            |best, (t, p)| match best {
+                Some((bt, _)) if bt >= t => best,
+                _ => Some((t, p)),
+            },
+        )
+        .map(|(_, p)| p);
+    let Some(path) = newest else {
         return Err(format!(
             "the stages that use libtorch run in {}, which is not installed: looked for {}; \
              build it with `cargo build --release` (package `azimuth-stages-torch`, a default \

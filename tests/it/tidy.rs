@@ -202,7 +202,13 @@ fn only_the_torch_stage_library_loads_libtorch() {
             !needs_libtorch(&text),
             "azimuth-worker NEEDs libtorch:\n{text}"
         );
-        let library = dir.join("libazimuth_stages_torch.so");
+        // `cargo build` puts the library beside the binaries; a `cargo test`-only build leaves
+        // it in `deps/` (the worker looks in both).
+        let library = [dir.to_path_buf(), dir.join("deps")]
+            .iter()
+            .map(|d| d.join("libazimuth_stages_torch.so"))
+            .find(|p| p.is_file())
+            .expect("libazimuth_stages_torch.so beside azimuth or in deps/");
         let text = dynamic_section(&library);
         assert!(
             needs_libtorch(&text),
