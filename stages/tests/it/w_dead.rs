@@ -10,9 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use azimuth_stages::{run, StageContext};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use serde_json::{json, Value};
+
+use crate::support::write_w;
 
 fn ctx(
     params: Value,
@@ -20,25 +22,7 @@ fn ctx(
     outputs: &[(&str, PathBuf)],
     threads: usize,
 ) -> StageContext {
-    StageContext {
-        instance: "wd".into(),
-        inputs: inputs
-            .iter()
-            .map(|(k, v)| (k.to_string(), vec![v.to_path_buf()]))
-            .collect(),
-        outputs: outputs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        params: params.as_object().unwrap().clone(),
-        device: "cpu".into(),
-        threads,
-    }
-}
-
-fn write_w(path: &Path, dtype: Dtype, shape: [usize; 2], data: &[u8]) {
-    let view = TensorView::new(dtype, shape.to_vec(), data).unwrap();
-    safetensors::tensor::serialize_to_file([("W", view)], None, path).unwrap();
+    crate::support::ctx("wd", params, inputs, outputs, threads)
 }
 
 fn bf16_bytes(w: &[u16]) -> Vec<u8> {

@@ -13,6 +13,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value};
 
+use crate::support::{fetched, models_dir};
+
 fn ctx(params: Value, checkpoint: &Path, out: &Path) -> StageContext {
     StageContext {
         instance: "wx[m=1]".into(),
@@ -779,29 +781,6 @@ fn same_checkpoint_in_two_places_gives_identical_bytes() {
 }
 
 // ---- real checkpoints (fetched by scripts/fetch-models.sh) --------------------------------
-
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/models")
-}
-
-/// Whether a real checkpoint from scripts/fetch-models.sh is there. Without it the test is skipped
-/// with a note, except where `AZIMUTH_REQUIRE_MODELS` is set (scripts/test.sh, hence CI, sets it
-/// after fetching): there a missing model fails instead of passing silently.
-fn fetched(path: &Path) -> bool {
-    if path.is_file() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("AZIMUTH_REQUIRE_MODELS").is_none(),
-        "{} is absent but AZIMUTH_REQUIRE_MODELS is set; run scripts/fetch-models.sh",
-        path.display()
-    );
-    eprintln!(
-        "skipped: {} is absent; run scripts/fetch-models.sh",
-        path.display()
-    );
-    false
-}
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {

@@ -13,31 +13,15 @@ use azimuth_stages::{run, StageContext};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
+use crate::support::write_w;
+
 fn ctx(
     params: Value,
     inputs: &[(&str, &Path)],
     outputs: &[(&str, PathBuf)],
     threads: usize,
 ) -> StageContext {
-    StageContext {
-        instance: "wl".into(),
-        inputs: inputs
-            .iter()
-            .map(|(k, v)| (k.to_string(), vec![v.to_path_buf()]))
-            .collect(),
-        outputs: outputs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        params: params.as_object().unwrap().clone(),
-        device: "cpu".into(),
-        threads,
-    }
-}
-
-fn write_w(path: &Path, dtype: Dtype, shape: [usize; 2], data: &[u8]) {
-    let view = TensorView::new(dtype, shape.to_vec(), data).unwrap();
-    safetensors::tensor::serialize_to_file([("W", view)], None, path).unwrap();
+    crate::support::ctx("wl", params, inputs, outputs, threads)
 }
 
 /// A masks file like `w.dead_sets`' `masks`: BOOL [V] tensors, one per rule.

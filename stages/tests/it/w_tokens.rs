@@ -13,6 +13,8 @@ use azimuth_stages::{run, StageContext};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
+use crate::support::{fetched, models_dir};
+
 struct Outs {
     tokens: String,
     dead: String,
@@ -607,28 +609,6 @@ fn bad_inputs_are_clear_errors() {
 }
 
 // ---- real tokenizers (fetched by scripts/fetch-models.sh) --------------------------------
-
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/models")
-}
-
-/// Whether a fetched file is there; skipped with a note if not, except where
-/// `AZIMUTH_REQUIRE_MODELS` is set (scripts/test.sh, hence CI): there it fails.
-fn fetched(path: &Path) -> bool {
-    if path.is_file() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("AZIMUTH_REQUIRE_MODELS").is_none(),
-        "{} is absent but AZIMUTH_REQUIRE_MODELS is set; run scripts/fetch-models.sh",
-        path.display()
-    );
-    eprintln!(
-        "skipped: {} is absent; run scripts/fetch-models.sh",
-        path.display()
-    );
-    false
-}
 
 #[test]
 fn real_qwen3_tokenizer_when_fetched() {
