@@ -13,7 +13,9 @@ stage process (process start, libtorch load, mapping, work, writing outputs). Ta
 - norms: per-row L2 norms of the f32 up-cast, in 8,192-row chunks;
 - dead_sets: rule A (exponent distance of every row to black hole 1 ≤ 5) and rule B (distances to
   the population-weighted black-hole centroid, the 10,000 smallest, the largest gap);
-- pca: mean, covariance Wcᵀ·Wc/N in f32 (chunked matmul), np.linalg.eigh.
+- pca: mean, covariance Wcᵀ·Wc/N in f32 (chunked matmul), np.linalg.eigh;
+- pca_torch: the same in PyTorch the way a notebook writes it (W.float(), centre, Wcᵀ·Wc/N,
+  torch.linalg.eigh), with torch.set_num_threads(N); skipped when torch is not importable.
 numpy has no bfloat16, so bf16 is widened exactly by shifting the 16-bit patterns into f32 bits.
 Prints one JSON line `BASELINE {...}` with times and the results, so the script can check that
 both sides computed the same thing.
@@ -112,6 +114,18 @@ def task_pca(w, np):
     return {"lambda1": float(vals[0]), "lambda_last": float(vals[-1])}
 
 
+def task_pca_torch(path, torch):
+    h, off = header(path)
+    rows, cols = h["W"]["shape"]
+    raw = torch.from_file(path, shared=False, size=off + rows * cols * 2, dtype=torch.uint8)
+    w = raw[off:].view(torch.bfloat16).view(rows, cols)
+    x = w.float()
+    x -= x.mean(dim=0)
+    cov = (x.T @ x) / rows
+    vals = torch.linalg.eigh(cov).eigenvalues.flip(0)
+    return {"lambda1": float(vals[0]), "lambda_last": float(vals[-1])}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("ckpt")
@@ -134,7 +148,16 @@ def main():
         "dead_sets": lambda: task_dead_sets(w, truth, np),
         "pca": lambda: task_pca(w, np),
     }
+    try:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        tasks["pca_torch"] = lambda: task_pca_torch(a.w, torch)
+    except ImportError:
+        print("  (torch not importable: no PyTorch PCA)", file=sys.stderr)
     res = {"threads": a.threads, "numpy": np.__version__}
+    if "pca_torch" in tasks:
+        res["torch"] = torch.__version__
     for name, f in tasks.items():
         best, value = None, None
         for _ in range(a.repeat):

@@ -8,21 +8,22 @@
 # 2. Times each measured stage end to end as `azimuth run --force STAGE -j 1` (stage process
 #    start, libtorch load, mapping, work, writing and hashing outputs), best of [repeat], and
 #    checks its results against the planted truth (black holes, rule A, rule B).
-# 3. Times the same work in numpy (bench/w_pipeline.py, in .bench/venv-torch) on the same files
-#    with the same thread count, best of [repeat], and prints the ratio numpy / azimuth.
+# 3. Times the same work in numpy, and the PCA also in PyTorch (bench/w_pipeline.py, in
+#    .bench/venv-pytorch: PyPI torch==2.13.0 + numpy, about 4.7 GB, made on first use) on the same
+#    files with the same thread count, best of [repeat], and prints the ratio baseline / azimuth.
 # The black-hole finder against torch.unique is bench/w_stages.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT=${1:-3}
 AZ=$PWD/target/release/azimuth
 PIPE=pipelines/synthetic-qwen/pipeline.yaml
-VENV=.bench/venv-torch
+VENV=.bench/venv-pytorch
 export AZIMUTH_CACHE_DIR=$PWD/.bench/synthetic-qwen-cache
 [[ -x $AZ ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 mkdir -p .bench
 if [[ ! -x $VENV/bin/python ]]; then
   python3 -m venv $VENV
-  $VENV/bin/pip install --quiet --disable-pip-version-check numpy
+  $VENV/bin/pip install --quiet --disable-pip-version-check torch==2.13.0 numpy
 fi
 echo "load: $(uptime | sed 's/.*load average: //')"
 $AZ run -p $PIPE -j 2 >/dev/null
@@ -73,5 +74,9 @@ print(f"{'task':<12} {'azimuth (stage, -j1)':>22} {'numpy (1 thread)':>18} {'rat
 for k in ["extract", "norms", "dead_sets", "pca"]:
     a, b = ms[k] / 1000, base[k]["s"]
     print(f"{k:<12} {a:>20.3f} s {b:>16.3f} s {b / a:>6.1f}x")
+if "pca_torch" in base:
+    t = base["pca_torch"]
+    print(f"{'pca (torch)':<12} {ms['pca'] / 1000:>20.3f} s {t['s']:>16.3f} s {t['s'] * 1000 / ms['pca']:>6.1f}x"
+          f"   torch {base['torch']}, lambda1 {t['lambda1']:.7e}")
 print(f"{'black_holes':<12} {ms['black_holes'] / 1000:>20.3f} s   (vs torch.unique: bench/w_stages.sh)")
 PY

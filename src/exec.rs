@@ -218,6 +218,9 @@ pub fn run(
         tracing::debug!(cleaned, "removed staging directories of dead runs");
     }
 
+    // Declared after the store lock, so it finishes its removals before that lock is released.
+    let disposer = Disposer::start();
+
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let _ = signal_hook::flag::register(sig, Arc::clone(&interrupted));
@@ -504,7 +507,7 @@ pub fn run(
         let elapsed = r.started.elapsed();
         if summary.interrupted {
             phase[r.idx] = Phase::Failed;
-            drop(finished.staging);
+            disposer.dispose(finished.staging);
             continue;
         }
         match finished.result {
@@ -528,7 +531,7 @@ pub fn run(
                     "cannot write the run record of `{}`",
                     inst.name
                 )))?;
-                drop(finished.staging);
+                disposer.dispose(finished.staging);
                 let modified = link_outputs(pipeline, r.idx, &record, store, memo)?;
                 warn_modified(pipeline, r.idx, &modified, printer);
                 printer.stage_line(
@@ -549,7 +552,7 @@ pub fn run(
             Err(why) => {
                 let failed_log = store.failed_log_path(&inst.name);
                 let _ = crate::fsutil::write_atomic(&failed_log, &finished.log);
-                drop(finished.staging);
+                disposer.dispose(finished.staging);
                 printer.stage_failure(&inst.name, &why, &finished.log, &failed_log);
                 printer.event(&Event::finished(
                     &inst.name,
@@ -804,6 +807,43 @@ fn start(
     let outputs_decl: Vec<(String, PathBuf)> = outputs.into_iter().collect();
     std::thread::spawn(move || reap(i, child, staging, outputs_decl, log_path, store, tx));
     Ok(pgid)
+}
+
+/// Removes finished stages' staging directories on a background thread, so that deleting a
+/// large duplicate output (a file the store already had: a forced re-run that reproduces its
+/// bytes) does not hold up the scheduler; unlinking a 778 MB W took 0.37 s here. Each directory
+/// keeps its lock until it is gone, so a concurrent run never mistakes it for a dead run's, and
+/// one left behind by a crash is removed by the next run. Dropping the disposer waits for it.
+struct Disposer {
+    tx: Option<mpsc::Sender<Staging>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Disposer {
+    fn start() -> Self {
+        let (tx, rx) = mpsc::channel::<Staging>();
+        let thread = std::thread::spawn(move || rx.into_iter().for_each(drop));
+        Disposer {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn dispose(&self, staging: Staging) {
+        if let Some(tx) = &self.tx {
+            // If the thread is gone, the error hands the directory back and drops it here.
+            let _ = tx.send(staging);
+        }
+    }
+}
+
+impl Drop for Disposer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn reap(

@@ -223,9 +223,19 @@ impl Store {
     /// Moves a staged file into the store under `digest` (a rename: no bytes are copied). If the
     /// object already exists the staged copy is dropped. Returns the object's path.
     pub fn adopt_file(&self, staged: &Path, digest: &Digest) -> io::Result<PathBuf> {
+        let dest = self.adopt_staged(staged, digest)?;
+        if staged.exists() {
+            fs::remove_file(staged)?;
+        }
+        Ok(dest)
+    }
+
+    /// [`Store::adopt_file`] for a file inside a stage's staging directory: a duplicate of an
+    /// existing object is left where it is, to go with the staging directory (removed off the
+    /// scheduler's thread; deleting a large file takes a while).
+    fn adopt_staged(&self, staged: &Path, digest: &Digest) -> io::Result<PathBuf> {
         let dest = self.object_path(digest);
         if dest.is_file() {
-            fs::remove_file(staged)?;
             return Ok(dest);
         }
         fs::create_dir_all(dest.parent().expect("objects have a parent"))?;
@@ -250,12 +260,13 @@ impl Store {
         Ok(d)
     }
 
-    /// Hashes a staged output (file or directory) and moves it into the store.
+    /// Hashes a staged output (file or directory) and moves it into the store. `staged` must lie
+    /// in a staging directory (see [`Store::adopt_staged`]).
     pub fn commit_output(&self, staged: &Path, memo: &mut StatMemo) -> io::Result<OutputEntry> {
         let meta = fs::symlink_metadata(staged)?;
         if meta.is_file() {
             let (digest, size) = hash_file(staged)?;
-            let obj = self.adopt_file(staged, &digest)?;
+            let obj = self.adopt_staged(staged, &digest)?;
             memo.remember(&fs::metadata(&obj)?, digest);
             Ok(OutputEntry {
                 digest,
@@ -278,7 +289,7 @@ impl Store {
                 .collect();
             let entries = hashed.into_iter().collect::<io::Result<Vec<_>>>()?;
             for e in &entries {
-                self.adopt_file(&staged.join(&e.path), &e.digest)?;
+                self.adopt_staged(&staged.join(&e.path), &e.digest)?;
             }
             let manifest = TreeManifest { format: 1, entries };
             let digest = self.put_bytes(&manifest.to_bytes())?;
@@ -764,6 +775,29 @@ mod tests {
     fn times_format_as_utc() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(1_795_391_235), "2026-11-22T23:47:15Z");
+    }
+
+    #[test]
+    fn a_duplicate_output_is_left_to_its_staging_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path());
+        store.init().unwrap();
+        let first = store.staging("a").unwrap();
+        let f = first.work().join("out.bin");
+        fs::write(&f, b"same").unwrap();
+        let e = store.commit_output(&f, &mut StatMemo::default()).unwrap();
+        let second = store.staging("a").unwrap();
+        let g = second.work().join("out.bin");
+        fs::write(&g, b"same").unwrap();
+        assert_eq!(
+            store.commit_output(&g, &mut StatMemo::default()).unwrap(),
+            e
+        );
+        assert!(g.exists(), "the duplicate goes with the staging directory");
+        let staging_dir = second.dir.clone();
+        drop(second);
+        assert!(!staging_dir.exists());
+        assert_eq!(fs::read(store.object_path(&e.digest)).unwrap(), b"same");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! order, padded with spaces to a multiple of 8, tensors sorted by descending dtype alignment
 //! then name) but with metadata keys in sorted order; a test checks byte parity with the crate
 //! where the crate is deterministic. The file is written to a sibling temp file and renamed into
-//! place, with mode 0644 (the crate leaves 0600).
+//! place, with mode 0644 (the crate leaves 0600); large tensors go to disk while they are being
+//! written (see `WritebackFile`), so the closing `fsync` costs little.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -133,15 +134,16 @@ pub fn write_safetensors(
         std::process::id()
     ));
     let result = (|| -> std::io::Result<()> {
-        let file = File::create(&tmp)?;
+        let file = WritebackFile::new(File::create(&tmp)?);
         let mut w = BufWriter::with_capacity(1 << 20, file);
         w.write_all(&(head.len() as u64).to_le_bytes())?;
         w.write_all(&head)?;
         for t in &order {
+            prefetch(t.data);
             w.write_all(t.data)?;
         }
         let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        file.file.sync_all()?;
         set_mode_0644(&tmp)?;
         std::fs::rename(&tmp, path)
     })();
@@ -150,6 +152,103 @@ pub fn write_safetensors(
         return Err(format!("cannot write `{}`: {e}", path.display()));
     }
     Ok(())
+}
+
+/// Asks the kernel to start reading `data` in now if it is a file mapping not yet in memory
+/// (`madvise(MADV_WILLNEED)`; harmless for heap memory, and errors are ignored): a tensor copied
+/// from a cold checkpoint then streams in at the disk's pace ahead of the copy instead of one
+/// page fault at a time.
+fn prefetch(data: &[u8]) {
+    #[cfg(target_os = "linux")]
+    if data.len() >= 1 << 20 {
+        let page = 4096usize;
+        let start = data.as_ptr() as usize & !(page - 1);
+        let len = data.as_ptr() as usize + data.len() - start;
+        // SAFETY: advice only; the range covers memory this slice borrows (rounded down to its
+        // page), and MADV_WILLNEED never changes contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_WILLNEED);
+        }
+    }
+}
+
+/// How much is written before the kernel is asked to start writing it to disk.
+const WRITEBACK_WINDOW: u64 = 16 << 20;
+
+/// A file whose written bytes are handed to the disk every [`WRITEBACK_WINDOW`] bytes
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: start writeback, do not wait), so that the disk
+/// works while the next window is copied and the final `fsync` finds little left to do.
+///
+/// Why: a plain `write` + `fsync` of a Qwen-sized W (778 MB) measured 0.69 s + 0.59 s here,
+/// strictly one after the other; with early writeback the two overlap and the durable write takes
+/// about 0.45 s. The `fsync` stays: an artifact is renamed into place only once it is on disk.
+/// Elsewhere than Linux this is a plain file.
+struct WritebackFile {
+    file: File,
+    written: u64,
+    handed: u64,
+}
+
+impl WritebackFile {
+    fn new(file: File) -> Self {
+        WritebackFile {
+            file,
+            written: 0,
+            handed: 0,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        let len = self.written - self.handed;
+        // SAFETY: plain syscalls on an open descriptor; a failure only loses the hint (the final
+        // fsync still makes the file durable).
+        unsafe {
+            libc::sync_file_range(
+                fd,
+                self.handed as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+            // Wait for the window before last: dirty data stays bounded (two windows), and the
+            // copy runs at the disk's pace instead of piling up for the kernel's own flusher.
+            if self.handed >= WRITEBACK_WINDOW {
+                libc::sync_file_range(
+                    fd,
+                    (self.handed - WRITEBACK_WINDOW) as libc::off64_t,
+                    WRITEBACK_WINDOW as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+        self.handed = self.written;
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start_writeback(&mut self) {
+        self.handed = self.written;
+    }
+}
+
+impl Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Large slices go down in windows, so writeback starts before the whole slice is copied.
+        let room = (self.handed + WRITEBACK_WINDOW - self.written) as usize;
+        let n = self.file.write(&buf[..buf.len().min(room.max(1))])?;
+        self.written += n as u64;
+        if self.written - self.handed >= WRITEBACK_WINDOW {
+            self.start_writeback();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Writes a small output (JSON, CSV) with mode 0644. Outputs live in the stage's staging
