@@ -28,6 +28,8 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError>
         crate::w_pca::dispatch,
         crate::w_tokens::dispatch,
         crate::tensor::dispatch,
+        crate::corpus::dispatch,
+        crate::movie::dispatch,
     ];
     if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {
         return result;

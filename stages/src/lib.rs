@@ -21,10 +21,13 @@
 //! writes for the same inputs and params could change.
 
 pub mod bf16;
+mod corpus;
 mod impls;
 #[doc(hidden)]
 pub mod io;
 pub mod lattice;
+#[doc(hidden)]
+pub mod movie;
 #[doc(hidden)]
 pub mod params;
 mod tensor;

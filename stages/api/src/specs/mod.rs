@@ -7,7 +7,10 @@
 
 use crate::StageSpec;
 
+pub mod corpus;
+pub mod movie;
 pub mod tensor;
+pub mod train;
 pub mod w_analysis;
 pub mod w_dead;
 pub mod w_extract;
@@ -69,6 +72,9 @@ static FAMILIES: &[&[StageSpec]] = &[
     w_pca::SPECS,
     w_tokens::SPECS,
     tensor::SPECS,
+    corpus::SPECS,
+    train::SPECS,
+    movie::SPECS,
 ];
 
 /// Every built-in stage, flattened once.
