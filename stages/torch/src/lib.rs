@@ -1,6 +1,7 @@
 //! Azimuth's built-in stages that use libtorch (`uses_torch` in their spec): `tensor.random`
-//! ([`random`](crate::random)) and `w.pca` ([`pca`](crate::pca)), kept out of `azimuth-stages` so
-//! that `azimuth-worker` never links libtorch.
+//! ([`random`](crate::random)), `w.pca` ([`pca`](crate::pca)) and `train.gpt`
+//! ([`train`](crate::train)), kept out of `azimuth-stages` so that `azimuth-worker` never links
+//! libtorch.
 //!
 //! Built as `libazimuth_stages_torch.so` (beside the binaries, by `cargo build --release`), which
 //! the worker `dlopen`s only for these stages and enters through [`azimuth_torch_abi`] and
@@ -18,6 +19,7 @@ pub use azimuth_stages::{StageContext, StageError};
 
 mod pca;
 mod random;
+mod train;
 
 /// Runs the built-in stage `name`: a torch stage here, any other through `azimuth_stages::run`.
 pub fn run(name: &str, ctx: &StageContext) -> Result<(), StageError> {
@@ -29,8 +31,32 @@ fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), StageError>> {
     Some(match name {
         "tensor.random" => random::run(ctx),
         "w.pca" => pca::run(ctx),
+        "train.gpt" => train::run(ctx),
         _ => return None,
     })
+}
+
+/// The tch device for a resolved device kind, failing early when libtorch cannot use it.
+pub(crate) fn device_of(
+    p: &azimuth_stages::params::Params<'_>,
+    device: &str,
+) -> Result<tch::Device, StageError> {
+    match device {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+        "cuda" => Err(p.error(
+            "device `cuda` was requested but libtorch sees no CUDA GPU (a CPU-only libtorch, \
+             or no driver); run with device `cpu` or `auto`, or install the CUDA libtorch \
+             (TCH_CUDA=1 scripts/setup-deps.sh)",
+        )),
+        "mps" if tch::utils::has_mps() => Ok(tch::Device::Mps),
+        "mps" => Err(p.error(
+            "device `mps` was requested but libtorch has no MPS support here; use `cpu` or `auto`",
+        )),
+        other => Err(p.error(format!(
+            "unknown device `{other}`; the orchestrator must pass `cpu`, `cuda` or `mps`"
+        ))),
+    }
 }
 
 /// The library's C interface version, checked by the worker before [`azimuth_torch_run`].

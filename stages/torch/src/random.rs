@@ -57,7 +57,7 @@ mod imp {
             "f16" => (Kind::Half, Dtype::F16),
             other => unreachable!("`dtype` checked against the spec's choices, got {other}"),
         };
-        let device = device_of(&p, &ctx.device)?;
+        let device = crate::device_of(&p, &ctx.device)?;
 
         tch::set_num_threads(ctx.threads.clamp(1, i32::MAX as usize) as i32);
         let torch_err =
@@ -105,26 +105,6 @@ mod imp {
                 "{e}; check that the directory exists, is writable and has space"
             ))
         })
-    }
-
-    /// The tch device for a resolved device kind, failing early when libtorch cannot use it.
-    fn device_of(p: &Params<'_>, device: &str) -> Result<Device, StageError> {
-        match device {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-            "cuda" => Err(p.error(
-                "device `cuda` was requested but libtorch sees no CUDA GPU (a CPU-only libtorch, \
-                 or no driver); run with device `cpu` or `auto`, or install the CUDA libtorch \
-                 (TCH_CUDA=1 scripts/setup-deps.sh)",
-            )),
-            "mps" if tch::utils::has_mps() => Ok(Device::Mps),
-            "mps" => Err(p.error(
-                "device `mps` was requested but libtorch has no MPS support here; use `cpu` or `auto`",
-            )),
-            other => Err(p.error(format!(
-                "unknown device `{other}`; the orchestrator must pass `cpu`, `cuda` or `mps`"
-            ))),
-        }
     }
 
     /// A float as JSON writes it (shortest round-trip text, always with a `.` or exponent).
