@@ -177,10 +177,11 @@ pub const GPT: StageSpec = StageSpec {
         ),
         ParamSpec {
             name: "record",
-            ty: ParamType::Choice(&["all", "dead", "none"]),
+            ty: ParamType::Choice(&["all", "dead"]),
             default: Some("\"all\""),
-            doc: "which rows of W the movie's snapshots hold: every token, only the dead rows, \
-                  or none (the per-step series and the dead rows' motion are always recorded)",
+            doc: "which rows of W the movie's snapshots hold: every token, or only the dead rows \
+                  (the per-step series and the dead rows' motion are recorded at every step \
+                  either way)",
         },
         int(
             "record_every",

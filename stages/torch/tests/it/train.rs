@@ -344,3 +344,50 @@ fn bad_inputs_get_clear_errors() {
         .unwrap();
     assert!(err.contains("has 8 ids"), "{err}");
 }
+
+/// The Rust side of `bench/train.sh` (ignored; run by the script): trains on the token stream
+/// and masks in `$AZIMUTH_BENCH_TRAIN_DIR` with the params in `$AZIMUTH_BENCH_TRAIN_PARAMS`
+/// (JSON), once recording every row every step and once recording only what is always recorded
+/// (the dead rows at the first and last step, no h_mean), and prints one `BENCH {...}` line per run with the wall time of the
+/// whole stage (model set-up, training, writing the movie and checkpoint).
+#[test]
+#[ignore]
+fn bench_train() {
+    let dir = PathBuf::from(
+        std::env::var("AZIMUTH_BENCH_TRAIN_DIR").expect("set AZIMUTH_BENCH_TRAIN_DIR"),
+    );
+    let params: Value = serde_json::from_str(
+        &std::env::var("AZIMUTH_BENCH_TRAIN_PARAMS").expect("set AZIMUTH_BENCH_TRAIN_PARAMS"),
+    )
+    .unwrap();
+    let input = (
+        dir.join("tokens.safetensors"),
+        dir.join("masks.safetensors"),
+    );
+    let out = tempfile::tempdir_in(&dir).unwrap();
+    for (name, extra) in [
+        (
+            "record-all-every-step",
+            json!({"record": "all", "record_every": 1, "h_mean": true}),
+        ),
+        (
+            "record-minimal",
+            json!({"record": "dead", "record_every": 1_000_000, "h_mean": false}),
+        ),
+    ] {
+        let mut p = params.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        let started = std::time::Instant::now();
+        let t = train_in(out.path(), name, &input, p.clone(), 1).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let steps = p["steps"].as_f64().unwrap();
+        println!(
+            "BENCH {}",
+            json!({"run": name, "seconds": secs, "steps_per_s": steps / secs,
+                   "loss_last": t.summary["loss_last"],
+                   "movie_bytes": std::fs::metadata(&t.movie).unwrap().len()})
+        );
+    }
+}
