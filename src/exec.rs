@@ -126,6 +126,8 @@ fn upstreams(pipeline: &Pipeline, i: usize) -> impl Iterator<Item = usize> + '_ 
 struct Running {
     idx: usize,
     spinner: Option<indicatif::ProgressBar>,
+    /// `$AZIMUTH_PROGRESS` of the stage: its latest status line, shown beside the spinner.
+    progress: PathBuf,
     pgid: i32,
     started: Instant,
     ingredients: KeyRecord,
@@ -440,7 +442,7 @@ pub fn run(
                 printer.event(&Event::started(&inst.name, &reasons));
                 let device = ing.toolchain.get("device").cloned();
                 match start(pipeline, i, store, &summary, cpus, device, &tx) {
-                    Ok(pgid) => {
+                    Ok((pgid, progress)) => {
                         budget.cpus -= cpus;
                         budget.gpus -= gpus;
                         budget.memory -= memory;
@@ -450,6 +452,7 @@ pub fn run(
                             Running {
                                 idx: i,
                                 spinner: printer.stage_spinner(&inst.name),
+                                progress,
                                 pgid,
                                 started: Instant::now(),
                                 ingredients: ing,
@@ -491,7 +494,10 @@ pub fn run(
             50
         })) {
             Ok(f) => f,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                show_progress(pipeline, &running);
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let r = running
@@ -707,7 +713,7 @@ fn start(
     threads: u32,
     device: Option<String>,
     tx: &mpsc::Sender<Finished>,
-) -> Result<i32, String> {
+) -> Result<(i32, PathBuf), String> {
     let inst = &pipeline.instances[i];
     let staging = store
         .staging(&inst.name)
@@ -751,9 +757,14 @@ fn start(
         Body::Builtin { name, .. } => JobBody::Builtin { name: name.clone() },
         Body::Cmd { argv } => JobBody::Cmd { argv: argv.clone() },
     };
+    let progress = staging.dir.join("progress");
     let env = BTreeMap::from([
         ("AZIMUTH_STAGE".to_string(), inst.name.clone()),
         ("AZIMUTH_THREADS".to_string(), threads.to_string()),
+        (
+            "AZIMUTH_PROGRESS".to_string(),
+            progress.to_string_lossy().into_owned(),
+        ),
     ]);
     let job = Job {
         format: JOB_FORMAT,
@@ -806,7 +817,28 @@ fn start(
     let store = store.clone();
     let outputs_decl: Vec<(String, PathBuf)> = outputs.into_iter().collect();
     std::thread::spawn(move || reap(i, child, staging, outputs_decl, log_path, store, tx));
-    Ok(pgid)
+    Ok((pgid, progress))
+}
+
+/// Puts each running stage's latest progress line (see `azimuth_stage_api::report_progress`)
+/// beside its spinner. Terminal only; a missing or unreadable file just leaves the spinner.
+fn show_progress(pipeline: &Pipeline, running: &BTreeMap<usize, Running>) {
+    for r in running.values() {
+        let Some(bar) = &r.spinner else { continue };
+        let Ok(text) = fs::read_to_string(&r.progress) else {
+            continue;
+        };
+        let line: String = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect();
+        if !line.is_empty() {
+            bar.set_message(format!("{} {line}", pipeline.instances[r.idx].name));
+        }
+    }
 }
 
 /// Removes finished stages' staging directories on a background thread, so that deleting a

@@ -92,12 +92,16 @@ pub fn supervise(job_path: &Path) -> i32 {
         return 2;
     }
     match &job.body {
-        JobBody::Builtin { .. } => exec_worker(job_path, &job.instance),
+        JobBody::Builtin { .. } => exec_worker(job_path, &job.instance, &job.env),
         JobBody::Cmd { argv } => run_command(&job, argv),
     }
 }
 
-fn exec_worker(job_path: &Path, instance: &str) -> i32 {
+fn exec_worker(
+    job_path: &Path,
+    instance: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> i32 {
     use std::os::unix::process::CommandExt;
     let worker = match std::env::current_exe() {
         Ok(p) => p.with_file_name("azimuth-worker"),
@@ -106,7 +110,10 @@ fn exec_worker(job_path: &Path, instance: &str) -> i32 {
             return 2;
         }
     };
-    let err = std::process::Command::new(&worker).arg(job_path).exec();
+    let err = std::process::Command::new(&worker)
+        .arg(job_path)
+        .envs(env)
+        .exec();
     eprintln!(
         "azimuth: stage `{instance}`: cannot start the built-in stage worker `{}`: {err}\n  = help: build it with `cargo build --release` (feature `builtin-stages`), next to the `azimuth` binary",
         worker.display()

@@ -355,3 +355,24 @@ fn run_json_streams_events_and_a_summary() {
     assert_eq!(last["ran"], 4);
     assert_eq!(last["version"], 1);
 }
+
+/// Every stage gets `$AZIMUTH_STAGE`, `$AZIMUTH_THREADS` and `$AZIMUTH_PROGRESS` (a file in its
+/// own staging directory, where it may write a status line for the spinner); writing progress
+/// leaves the outputs as they would be without it.
+#[test]
+fn stages_get_their_name_threads_and_a_progress_file() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+stages:
+  talk:
+    cmd: ["sh", "-c", "echo \"step 1/2\" > \"$AZIMUTH_PROGRESS\"; printf '%s %s %s' \"$AZIMUTH_STAGE\" \"$AZIMUTH_THREADS\" \"$(basename \"$(dirname \"$AZIMUTH_PROGRESS\")\")\" > \"$0\"", "${outputs.o}"]
+    outputs: {o: o.txt}
+"#,
+    );
+    p.run(&["run"]).ok();
+    let text = p.read("out/talk/o.txt");
+    let parts: Vec<&str> = text.split(' ').collect();
+    assert_eq!(parts[..2], ["talk", "1"], "{text}");
+    assert!(parts[2].starts_with("talk-"), "progress lives in the staging dir: {text}");
+}

@@ -276,3 +276,19 @@ impl std::fmt::Display for StageError {
 }
 
 impl std::error::Error for StageError {}
+
+/// Reports a running stage's progress: one short line (e.g. `step 120/1000 loss 2.31 45.2
+/// steps/s`) that `azimuth run` shows beside the stage's spinner. The orchestrator names the file
+/// in `$AZIMUTH_PROGRESS` (command stages may write it too); the line replaces the previous one
+/// atomically (temp file + rename). Outside a run, or on any error, nothing happens: progress is
+/// advisory and never fails a stage.
+pub fn report_progress(line: &str) {
+    let Some(path) = std::env::var_os("AZIMUTH_PROGRESS") else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{line}\n")).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}

@@ -581,14 +581,16 @@ fn train(
         prev_dead = now_dead;
         recording += recording_started.elapsed();
 
-        if t % report_every == 0 || t == s.steps || last_report.elapsed().as_secs() >= 5 {
+        if t % report_every == 0 || t == s.steps || last_report.elapsed().as_secs() >= 2 {
             last_report = Instant::now();
             let secs = started.elapsed().as_secs_f64();
-            eprintln!(
+            let line = format!(
                 "step {t}/{} loss {loss_value:.4} lr {lr:.3e} grad-norm {norm:.3e} {:.1} steps/s",
                 s.steps,
                 t as f64 / secs
             );
+            azimuth_stage_api::report_progress(&line);
+            eprintln!("{line}");
         }
     }
     movie.finish().map_err(|e| p.error(e))?;
