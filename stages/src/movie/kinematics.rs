@@ -238,10 +238,8 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     let first = &frames[0];
     let last = &frames[s_count - 1];
     let path_length: f64 = frames.iter().map(|f| f.step_length).sum();
-    let total: Vec<f64> = {
-        let cl = centroid(&snapshot_rows_f64(&p, &movie, s_count - 1, &picked)?, d);
-        cl.iter().zip(&c0).map(|(a, b)| a - b).collect()
-    };
+    // After the loop `prev_c` is the last snapshot's centroid.
+    let total: Vec<f64> = prev_c.iter().zip(&c0).map(|(a, b)| a - b).collect();
     let l1: f64 = total.iter().map(|x| x.abs()).sum();
     let steps = movie.steps();
     let (t_first, t_last) = (steps[0], steps[s_count - 1]);

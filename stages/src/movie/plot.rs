@@ -232,8 +232,8 @@ pub(crate) struct Chart {
 }
 
 impl Chart {
-    /// A chart with axes over x ∈ `x_range`, y ∈ `y_range` (both widened if flat), title and
-    /// axis labels; y starts at 0 when `y_from_zero` and the data are non-negative.
+    /// A chart with axes over x ∈ `x_range`, y ∈ `y_range` (both widened if flat), a title and
+    /// axis labels.
     pub(crate) fn new(
         title: &str,
         x_label: &str,
