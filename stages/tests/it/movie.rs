@@ -607,3 +607,585 @@ fn recording_every_step_of_a_small_w_is_fast() {
     let m = Movie::open(&path).unwrap();
     assert_eq!(m.snapshot_bits(t).unwrap(), cur);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The analyses, on planted movies.
+
+use azimuth_stages::StageContext;
+use serde_json::{json, Value};
+
+/// bf16 bits of an exactly representable value.
+fn b(x: f32) -> u16 {
+    let bits = half::bf16::from_f32(x).to_bits();
+    assert_eq!(
+        half::bf16::from_bits(bits).to_f32(),
+        x,
+        "{x} is not a bf16 value"
+    );
+    bits
+}
+
+/// Runs stage `name` with the given inputs (several files per port allowed) and returns every
+/// output's bytes, by port name.
+fn run_stage(
+    name: &str,
+    params: Value,
+    inputs: &[(&str, Vec<PathBuf>)],
+    outputs: &[(&str, &str)],
+    threads: usize,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let dir = tmp();
+    let ctx = StageContext {
+        instance: "probe".into(),
+        inputs: inputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        outputs: outputs
+            .iter()
+            .map(|(k, ext)| (k.to_string(), dir.path().join(format!("{k}.{ext}"))))
+            .collect(),
+        params: params.as_object().unwrap().clone(),
+        device: "cpu".into(),
+        threads,
+    };
+    azimuth_stages::run(name, &ctx).map_err(|e| e.0)?;
+    Ok(outputs
+        .iter()
+        .map(|(k, ext)| {
+            let bytes = std::fs::read(dir.path().join(format!("{k}.{ext}"))).unwrap();
+            (k.to_string(), bytes)
+        })
+        .collect())
+}
+
+/// Runs a stage with 1 and then 2 threads, checks the outputs are byte-identical, and returns them.
+fn run_twice(
+    name: &str,
+    params: Value,
+    inputs: &[(&str, Vec<PathBuf>)],
+    outputs: &[(&str, &str)],
+) -> BTreeMap<String, Vec<u8>> {
+    let a = run_stage(name, params.clone(), inputs, outputs, 1).unwrap();
+    let b = run_stage(name, params, inputs, outputs, 2).unwrap();
+    assert!(
+        a == b,
+        "{name}: outputs differ between runs / thread counts"
+    );
+    for (port, bytes) in &a {
+        if port.contains("plot") || port == "stratigraphy" {
+            let dec = png::Decoder::new(std::io::Cursor::new(bytes.clone()));
+            let reader = dec.read_info().unwrap();
+            assert_eq!(
+                (reader.info().width, reader.info().height),
+                (800, 480),
+                "{port}"
+            );
+        }
+    }
+    a
+}
+
+fn text(out: &BTreeMap<String, Vec<u8>>, port: &str) -> String {
+    String::from_utf8(out[port].clone()).unwrap()
+}
+
+fn json_of(out: &BTreeMap<String, Vec<u8>>, port: &str) -> Value {
+    serde_json::from_slice(&out[port]).unwrap()
+}
+
+const KIN_OUT: [(&str, &str); 4] = [
+    ("table", "csv"),
+    ("summary", "json"),
+    ("centroid_plot", "png"),
+    ("radius_plot", "png"),
+];
+
+/// Dead rows 0–3 form a unit cross at the origin, translate by (2, 0) by step 2, then expand
+/// ×2 about their centroid by step 4; live rows 4, 5 sit still at (0, 1), (0, 3).
+fn kinematics_movie(dir: &Path) -> PathBuf {
+    let path = dir.join("kin.h5");
+    let frame = |dead: [(f32, f32); 4]| -> Vec<u16> {
+        let mut v = Vec::new();
+        for (x, y) in dead.into_iter().chain([(0.0, 1.0), (0.0, 3.0)]) {
+            v.push(b(x));
+            v.push(b(y));
+        }
+        v
+    };
+    let snaps = vec![
+        frame([(1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0)]),
+        frame([(3.0, 0.0), (1.0, 0.0), (2.0, 1.0), (2.0, -1.0)]),
+        frame([(4.0, 0.0), (0.0, 0.0), (2.0, 2.0), (2.0, -2.0)]),
+    ];
+    let h = header(6, 2, (0..6).collect(), vec![0, 2, 4], 4, vec![0, 1, 2, 3]);
+    write_bf16_movie(&path, h, &snaps, |_, _| (0.0, 0.0, 0.0));
+    path
+}
+
+#[test]
+fn kinematics_of_a_translating_then_expanding_cloud() {
+    let dir = tmp();
+    let movie = kinematics_movie(dir.path());
+    let out = run_twice(
+        "movie.kinematics",
+        json!({"slowdown_window": 2}),
+        &[("movie", vec![movie.clone()])],
+        &KIN_OUT,
+    );
+    assert_eq!(
+        text(&out, "table"),
+        "step,centroid_norm,displacement,step_length,mean_radius,max_radius,std_radius,\
+         bulk_speed,temperature,mean_token_speed,live_dead_angle_deg\n\
+         0,0,0,0,1,1,0,NaN,NaN,NaN,NaN\n\
+         2,2,2,2,1,1,0,1,0,1,90\n\
+         4,2,2,0,2,2,0,0,0.25,0.5,90\n"
+    );
+    let s = json_of(&out, "summary");
+    assert_eq!(s["format"], 1);
+    assert_eq!(s["n_rows"], 4);
+    assert_eq!(s["path_length"], 2.0);
+    assert_eq!(s["path_efficiency"], 1.0);
+    assert_eq!(s["direction_concentration"], 1.0);
+    assert_eq!(s["isotropic_concentration"], 1.0 / 2f64.sqrt());
+    assert_eq!(s["lift_off_step"], 2);
+    assert_eq!(s["slowdown"], 2.0);
+    assert_eq!(s["first"]["live_dead_angle_deg"], Value::Null);
+    assert_eq!(s["last"]["mean_radius"], 2.0);
+
+    // The live rows never move: zero speeds, no lift-off change, null efficiency.
+    let live = run_stage(
+        "movie.kinematics",
+        json!({"rows": "live"}),
+        &[("movie", vec![movie])],
+        &KIN_OUT,
+        1,
+    )
+    .unwrap();
+    let s = json_of(&live, "summary");
+    assert_eq!(
+        (s["n_rows"].clone(), s["path_length"].clone()),
+        (json!(2), json!(0.0))
+    );
+    assert_eq!(s["path_efficiency"], Value::Null);
+    assert_eq!(s["slowdown"], Value::Null);
+    assert_eq!(
+        s["lift_off_step"], 0,
+        "centroid (0, 2) lies outside the radius-1 cloud"
+    );
+}
+
+#[test]
+fn kinematics_errors_name_the_problem() {
+    let dir = tmp();
+    // Only live rows recorded, so `rows: dead` has nothing to look at.
+    let only_live = dir.path().join("live.h5");
+    write_bf16_movie(
+        &only_live,
+        header(6, 1, vec![4, 5], vec![0, 1], 1, vec![0]),
+        &[vec![b(1.0), b(2.0)], vec![b(1.0), b(2.0)]],
+        |_, _| (0.0, 0.0, 0.0),
+    );
+    let err = run_stage(
+        "movie.kinematics",
+        json!({}),
+        &[("movie", vec![only_live])],
+        &KIN_OUT,
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("recorded no dead rows") && err.contains("`probe`"),
+        "{err}"
+    );
+    // One snapshot is too few.
+    let single = dir.path().join("single.h5");
+    write_bf16_movie(
+        &single,
+        header(4, 1, vec![0], vec![0], 0, vec![0]),
+        &[vec![b(1.0)]],
+        |_, _| (0.0, 0.0, 0.0),
+    );
+    let err = run_stage(
+        "movie.kinematics",
+        json!({}),
+        &[("movie", vec![single])],
+        &KIN_OUT,
+        1,
+    )
+    .unwrap_err();
+    assert!(err.contains("at least 2"), "{err}");
+    // Not a movie at all.
+    let junk = dir.path().join("junk.h5");
+    std::fs::write(&junk, b"junk").unwrap();
+    let err = run_stage(
+        "movie.kinematics",
+        json!({}),
+        &[("movie", vec![junk])],
+        &KIN_OUT,
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("input `movie`") && err.contains("not an azimuth movie"),
+        "{err}"
+    );
+    let err = run_stage(
+        "movie.kinematics",
+        json!({"rows": "some"}),
+        &[("movie", vec![dir.path().join("x")])],
+        &KIN_OUT,
+        1,
+    )
+    .unwrap_err();
+    assert!(err.contains("param `rows`"), "{err}");
+}
+
+const LC_OUT: [(&str, &str); 6] = [
+    ("tokens", "csv"),
+    ("populations", "csv"),
+    ("summary", "json"),
+    ("phases_plot", "png"),
+    ("frozen_plot", "png"),
+    ("stratigraphy", "png"),
+];
+
+/// D = 4 (√D = 2), T = 10, dead tokens 1, 2, 3 with planted lattice motion:
+/// token 1: Early at 1, Midlife at 3, Late at 5; token 2: Late at 2, Early at 7; token 3 never.
+fn lifecycle_movie(dir: &Path) -> PathBuf {
+    let path = dir.join("lc.h5");
+    let h = header(8, 4, vec![1], vec![0, 10], 10, vec![1, 2, 3]);
+    let snaps = vec![vec![b(1.0); 4], vec![b(1.0); 4]];
+    write_bf16_movie(&path, h, &snaps, |t, i| match (i, t) {
+        (0, 1) => (100.0, 50.0, 30.0),
+        (0, 3) => (3.0, 1.8, 1.5),
+        (0, 5) => (1.0, 1.0, 1.0),
+        (1, 2) => (1.0, 1.0, 1.0),
+        (1, 7) => (20.0, 10.0, 5.0),
+        _ => (0.0, 0.0, 0.0),
+    });
+    path
+}
+
+#[test]
+fn lifecycle_phases_freeze_times_and_stillness_runs_on_planted_motion() {
+    let dir = tmp();
+    let movie = lifecycle_movie(dir.path());
+    let out = run_twice(
+        "movie.lifecycle",
+        json!({}),
+        &[("movie", vec![movie.clone()])],
+        &LC_OUT,
+    );
+    assert_eq!(
+        text(&out, "tokens"),
+        "token,last_early,last_midlife,last_late,last_exit_freeze_step,last_motion,freeze_step,\
+         frozen_at_end,moved_steps,early_steps,midlife_steps,late_steps,frozen_steps\n\
+         1,1,3,5,6,5,6,true,3,1,2,2,5\n\
+         2,7,-1,2,8,7,8,true,2,7,0,0,3\n\
+         3,-1,-1,-1,1,-1,1,true,0,0,0,0,10\n"
+    );
+    let pops: Vec<String> = text(&out, "populations")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        pops[0],
+        "step,early,midlife,late,frozen,moved,frozen_fraction"
+    );
+    assert_eq!(pops[1], "1,2,0,0,1,1,0.3333333333333333");
+    assert_eq!(pops[2], "2,1,1,0,1,1,0.3333333333333333");
+    assert_eq!(pops[4], "4,1,0,1,1,0,0.3333333333333333");
+    assert_eq!(pops[6], "6,1,0,0,2,0,0.6666666666666666");
+    assert_eq!(pops[8], "8,0,0,0,3,0,1");
+    assert_eq!(pops.len(), 11);
+    let s = json_of(&out, "summary");
+    assert_eq!(s["freeze"], "f2");
+    assert_eq!(s["global_last_motion"], 7);
+    assert_eq!(s["fimbulwinter_duration"], 3);
+    assert_eq!(s["fimbulwinter_fraction"], 0.3);
+    assert_eq!(s["moved_at_least_once"], 2);
+    assert_eq!(s["last_motion_earliest"], 5);
+    assert_eq!(s["last_motion_median"], 6.0);
+    assert_eq!(s["final_populations"], json!([0, 0, 0, 3]));
+    assert_eq!(
+        s["phase_shares"],
+        json!([8.0 / 30.0, 2.0 / 30.0, 2.0 / 30.0, 18.0 / 30.0])
+    );
+    let runs = &s["stillness_runs"];
+    assert_eq!(
+        (
+            runs["count"].clone(),
+            runs["longest"].clone(),
+            runs["second_longest"].clone()
+        ),
+        (json!(3), json!(3), json!(1))
+    );
+    assert_eq!(
+        (runs["ratio"].clone(), runs["median"].clone()),
+        (json!(3.0), json!(1.0))
+    );
+    assert_eq!(runs["mean"], 5.0 / 3.0);
+
+    // F1 at 1.5 cells: only L2 ≥ 1.5 counts (token 1 at 1 and 3, token 2 at 7).
+    let f1 = run_stage(
+        "movie.lifecycle",
+        json!({"freeze": "f1", "f1_threshold": 1.5}),
+        &[("movie", vec![movie.clone()])],
+        &LC_OUT,
+        1,
+    )
+    .unwrap();
+    let tokens: Vec<String> = text(&f1, "tokens").lines().map(String::from).collect();
+    assert!(
+        tokens[1].starts_with("1,1,3,5,6,3,4,true,2,"),
+        "{}",
+        tokens[1]
+    );
+    let s = json_of(&f1, "summary");
+    assert_eq!(s["threshold"], 1.5);
+    assert_eq!(s["stillness_runs"]["longest"], 3);
+    assert_eq!(s["stillness_runs"]["second_longest"], 3);
+    assert_eq!(s["stillness_runs"]["ratio"], 1.0);
+
+    // F3 needs every-step snapshots.
+    let err = run_stage(
+        "movie.lifecycle",
+        json!({"freeze": "f3"}),
+        &[("movie", vec![movie])],
+        &LC_OUT,
+        1,
+    )
+    .unwrap_err();
+    assert!(err.contains("needs a snapshot at every step"), "{err}");
+}
+
+#[test]
+fn lifecycle_f3_uses_weight_space_motion_between_every_step_snapshots() {
+    let dir = tmp();
+    let path = dir.path().join("f3.h5");
+    // Dead rows 0 and 1 recorded at every step: row 0 moves one ULP of 1.0 (2^-7 ≥ 1e-4) at
+    // step 2; row 1 leaves 0 for 2^-20 at step 1 (an astronomically large lattice move, but a
+    // weight-space move of 9.5e-7 < 1e-4).
+    let tiny = 2f32.powi(-20);
+    let snaps = [
+        vec![b(1.0), b(1.0), 0, 0],
+        vec![b(1.0), b(1.0), b(tiny), 0],
+        vec![b(1.0078125), b(1.0), b(tiny), 0],
+        vec![b(1.0078125), b(1.0), b(tiny), 0],
+    ];
+    let mut w = MovieWriter::create(
+        &path,
+        header(3, 2, vec![0, 1], vec![0, 1, 2, 3], 3, vec![0, 1]),
+    )
+    .unwrap();
+    w.snapshot_bf16(0, &snaps[0]).unwrap();
+    let (mut l1, mut l2, mut li) = ([0f32; 2], [0f32; 2], [0f32; 2]);
+    for t in 1..=3 {
+        lattice_motion_bf16(&snaps[t - 1], &snaps[t], 2, &mut l1, &mut l2, &mut li);
+        w.step(t, 1.0, 1.0, 1.0).unwrap();
+        w.dead_motion(t, &l1, &l2, &li).unwrap();
+        w.snapshot_bf16(t as i64, &snaps[t]).unwrap();
+    }
+    w.finish().unwrap();
+    let m = Movie::open(&path).unwrap();
+    assert_eq!(m.last_motion_step().unwrap(), [2, 1], "F2 sees both moves");
+    let out = run_stage(
+        "movie.lifecycle",
+        json!({"freeze": "f3"}),
+        &[("movie", vec![path.clone()])],
+        &LC_OUT,
+        1,
+    )
+    .unwrap();
+    let tokens: Vec<String> = text(&out, "tokens").lines().map(String::from).collect();
+    // Token 0: one cell at step 2 is Late; F3 last motion 2. Token 1: capped Early move at 1,
+    // but F3 sees no motion.
+    assert!(
+        tokens[1].starts_with("0,-1,-1,2,3,2,3,true,1,"),
+        "{}",
+        tokens[1]
+    );
+    assert!(
+        tokens[2].starts_with("1,1,-1,-1,2,-1,1,true,0,"),
+        "{}",
+        tokens[2]
+    );
+    assert_eq!(json_of(&out, "summary")["global_last_motion"], 2);
+}
+
+const CENSUS_OUT: [(&str, &str); 3] = [("table", "csv"), ("summary", "json"), ("plot", "png")];
+
+/// A movie of `groups.len()` snapshots of 6 dead rows (ids 0–5, D = 2) plus live row 6; in
+/// snapshot s, dead row i is (groups[s][i], 1) — equal labels give identical rows — with
+/// label 0 on row 5 of the last snapshot written as −0 (distinct from +0).
+fn census_movie(path: &Path, groups: &[[f32; 6]]) {
+    let n = groups.len();
+    let snaps: Vec<Vec<u16>> = groups
+        .iter()
+        .enumerate()
+        .map(|(s, g)| {
+            let mut v = Vec::new();
+            for (i, &x) in g.iter().enumerate() {
+                v.push(if s == n - 1 && i == 5 && x == 0.0 {
+                    0x8000
+                } else {
+                    b(x)
+                });
+                v.push(b(1.0));
+            }
+            v.extend([b(1.0), b(1.0)]); // live row 6 equals row... never a dead row
+            v
+        })
+        .collect();
+    let steps: Vec<i64> = (0..n as i64).map(|s| 5 * s).collect();
+    let t = 5 * (n - 1);
+    write_bf16_movie(
+        path,
+        header(7, 2, (0..7).collect(), steps, t, (0..6).collect()),
+        &snaps,
+        |_, _| (0.0, 0.0, 0.0),
+    );
+}
+
+#[test]
+fn census_counts_black_holes_and_fission_per_snapshot() {
+    let dir = tmp();
+    let path = dir.path().join("census.h5");
+    census_movie(
+        &path,
+        &[
+            [1.0; 6],
+            [1.0, 1.0, 1.0, 2.0, 2.0, 3.0],
+            [1.0, 2.0, 3.0, 4.0, 5.0, 0.0],
+            [1.0, 2.0, 3.0, 4.0, 0.0, 0.0],
+        ],
+    );
+    let out = run_twice(
+        "movie.census",
+        json!({}),
+        &[("movie", vec![path.clone()])],
+        &CENSUS_OUT,
+    );
+    assert_eq!(
+        text(&out, "table"),
+        "step,rows,distinct,black_holes,black_hole_tokens,largest,mean_black_hole_size,singletons\n\
+         0,6,1,1,6,6,6,0\n\
+         5,6,3,2,5,3,2.5,1\n\
+         10,6,6,0,0,1,0,6\n\
+         15,6,6,0,0,1,0,6\n"
+    );
+    let s = json_of(&out, "summary");
+    assert_eq!(
+        s["fission_events"],
+        json!([{"step": 5, "black_holes_before": 1, "black_holes_after": 2}])
+    );
+    assert_eq!(s["max_black_holes"], 2);
+    assert_eq!(s["first"]["largest"], 6);
+    // With the live row (equal to dead row 0 at step 0 only) and a population floor of 3.
+    let all = run_stage(
+        "movie.census",
+        json!({"rows": "all", "min_population": 3}),
+        &[("movie", vec![path])],
+        &CENSUS_OUT,
+        1,
+    )
+    .unwrap();
+    let lines: Vec<String> = text(&all, "table").lines().map(String::from).collect();
+    assert_eq!(lines[1], "0,7,1,1,7,7,7,0");
+    assert_eq!(lines[2], "5,7,3,1,4,4,4,1");
+}
+
+#[test]
+fn census_compare_reports_means_stds_and_cohens_d() {
+    let dir = tmp();
+    let mk = |name: &str, first: [f32; 6], last: [f32; 6]| {
+        let p = dir.path().join(name);
+        census_movie(&p, &[first, last]);
+        p
+    };
+    // Group a: 6 -> 3 and 4 -> 1 distinct dead rows; group b: 2 -> 2 twice.
+    let a = vec![
+        mk(
+            "a0.h5",
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            [1.0, 1.0, 2.0, 2.0, 3.0, 3.0],
+        ),
+        mk("a1.h5", [1.0, 1.0, 2.0, 3.0, 4.0, 4.0], [7.0; 6]),
+    ];
+    let bb = vec![
+        mk(
+            "b0.h5",
+            [1.0, 1.0, 1.0, 2.0, 2.0, 2.0],
+            [1.0, 2.0, 2.0, 2.0, 2.0, 2.0],
+        ),
+        mk(
+            "b1.h5",
+            [1.0, 2.0, 2.0, 2.0, 2.0, 2.0],
+            [3.0, 3.0, 3.0, 3.0, 3.0, 4.0],
+        ),
+    ];
+    let out = run_twice(
+        "movie.census_compare",
+        json!({}),
+        &[("a", a), ("b", bb)],
+        &[("table", "csv"), ("summary", "json")],
+    );
+    assert_eq!(
+        text(&out, "table"),
+        "group,index,first_step,last_step,rows,first_distinct,last_distinct,change\n\
+         a,0,0,5,6,6,3,-3\n\
+         a,1,0,5,6,4,1,-3\n\
+         b,0,0,5,6,2,2,0\n\
+         b,1,0,5,6,2,2,0\n"
+    );
+    let s = json_of(&out, "summary");
+    assert_eq!(s["a"]["first"], json!({"mean": 5.0, "std": 1.0}));
+    assert_eq!(s["a"]["last"], json!({"mean": 2.0, "std": 1.0}));
+    assert_eq!(s["a"]["change"], json!({"mean": -3.0, "std": 0.0}));
+    assert_eq!(s["b"]["movies"], 2);
+    assert_eq!(s["cohens_d"]["first"], 3.0 / 0.5f64.sqrt());
+    assert_eq!(s["cohens_d"]["last"], 0.0);
+    assert_eq!(s["cohens_d"]["change"], Value::Null);
+}
+
+#[test]
+fn curves_list_every_step_and_plot_three_series() {
+    let dir = tmp();
+    let path = dir.path().join("curves.h5");
+    write_bf16_movie(
+        &path,
+        header(4, 1, vec![0], vec![0, 3], 3, vec![]),
+        &[vec![0], vec![0]],
+        |_, _| (0.0, 0.0, 0.0),
+    );
+    let outs = [
+        ("table", "csv"),
+        ("loss_plot", "png"),
+        ("lr_plot", "png"),
+        ("grad_norm_plot", "png"),
+    ];
+    let out = run_twice("movie.curves", json!({}), &[("movie", vec![path])], &outs);
+    assert_eq!(
+        text(&out, "table"),
+        "step,loss,lr,grad_norm\n1,9.9,1,2\n2,9.8,2,4\n3,9.7,3,6\n"
+    );
+    assert_ne!(out["loss_plot"], out["lr_plot"]);
+    // No training steps: no curves.
+    let flat = dir.path().join("flat.h5");
+    write_bf16_movie(
+        &flat,
+        header(4, 1, vec![0], vec![0], 0, vec![]),
+        &[vec![0]],
+        |_, _| (0.0, 0.0, 0.0),
+    );
+    let err = run_stage(
+        "movie.curves",
+        json!({}),
+        &[("movie", vec![flat])],
+        &outs,
+        1,
+    )
+    .unwrap_err();
+    assert!(err.contains("no training steps"), "{err}");
+}
