@@ -26,31 +26,31 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), Stag
 /// Largest input accepted (token ids and offsets are kept in 32-bit integers).
 const MAX_INPUT_BYTES: u64 = 1 << 31;
 
-/// Reads the single file on input `text`, whole. Errors name the port and the file.
-fn read_text_input<'p>(p: &Params<'p>) -> Result<(&'p Path, Vec<u8>), StageError> {
-    let inputs = p.inputs("text")?;
+/// Reads the single file on input `port`, whole. Errors name the port and the file.
+fn read_input<'p>(p: &Params<'p>, port: &str) -> Result<(&'p Path, Vec<u8>), StageError> {
+    let inputs = p.inputs(port)?;
     if inputs.len() != 1 {
         return Err(p.error(format!(
-            "input `text` takes one file, got {}; connect a single text file",
+            "input `{port}` takes one file, got {}; connect a single text file",
             inputs.len()
         )));
     }
     let path = inputs[0].as_path();
     let meta = std::fs::metadata(path).map_err(|e| {
         p.error(format!(
-            "cannot read `{}` (input `text`): {e}; check the path in pipeline.yaml",
+            "cannot read `{}` (input `{port}`): {e}; check the path in pipeline.yaml",
             path.display()
         ))
     })?;
     if !meta.is_file() {
         return Err(p.error(format!(
-            "`{}` (input `text`) is not a file; connect a text file",
+            "`{}` (input `{port}`) is not a file; connect a text file",
             path.display()
         )));
     }
     if meta.len() > MAX_INPUT_BYTES {
         return Err(p.error(format!(
-            "`{}` (input `text`) has {} bytes, more than the {} this stage accepts; split the \
+            "`{}` (input `{port}`) has {} bytes, more than the {} this stage accepts; split the \
              corpus",
             path.display(),
             meta.len(),
@@ -59,7 +59,7 @@ fn read_text_input<'p>(p: &Params<'p>) -> Result<(&'p Path, Vec<u8>), StageError
     }
     let bytes = std::fs::read(path).map_err(|e| {
         p.error(format!(
-            "cannot read `{}` (input `text`): {e}",
+            "cannot read `{}` (input `{port}`): {e}",
             path.display()
         ))
     })?;

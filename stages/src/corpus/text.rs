@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use azimuth_stage_api::specs::corpus::TEXT as SPEC;
 
-use super::{byte_histogram, byte_label, file_name, read_text_input};
+use super::{byte_histogram, byte_label, file_name, read_input};
 use crate::params::Params;
 use crate::{StageContext, StageError};
 
@@ -84,17 +84,17 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     let ascii_only = p.boolean("ascii_only")?;
     let out_text = p.output("text")?;
     let out_summary = p.output("summary")?;
-    let (path, raw) = read_text_input(&p)?;
+    let (path, raw) = read_input(&p, "raw")?;
     let source = file_name(path);
     let empty = |step: &str| {
         p.error(format!(
-            "`{}` (input `text`): {step} left no bytes; nothing to write",
+            "`{}` (input `raw`): {step} left no bytes; nothing to write",
             path.display()
         ))
     };
     if raw.is_empty() {
         return Err(p.error(format!(
-            "`{}` (input `text`) is empty; connect a non-empty text file",
+            "`{}` (input `raw`) is empty; connect a non-empty text file",
             path.display()
         )));
     }
@@ -104,7 +104,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     let mut markers = None;
     if !start_marker.is_empty() || !end_marker.is_empty() {
         let (begin, end) = marker_range(&text, &start_marker, &end_marker)
-            .map_err(|why| p.error(format!("`{}` (input `text`): {why}", path.display())))?;
+            .map_err(|why| p.error(format!("`{}` (input `raw`): {why}", path.display())))?;
         let len = text.len();
         text.truncate(end);
         text.drain(..begin);

@@ -29,7 +29,7 @@ use serde::Serialize;
 use azimuth_stage_api::specs::corpus::TOKENIZE as SPEC;
 
 use super::bpe::{self, FastMap};
-use super::{byte_histogram, file_name, pretokenize, read_text_input};
+use super::{byte_histogram, file_name, pretokenize, read_input};
 use crate::io::{write_safetensors, TensorOut};
 use crate::params::Params;
 use crate::w_analysis::with_threads;
@@ -106,7 +106,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         .iter()
         .map(|o| p.output(o))
         .collect::<Result<Vec<_>, _>>()?;
-    let (path, text) = read_text_input(&p)?;
+    let (path, text) = read_input(&p, "text")?;
     let source = file_name(path);
     if text.is_empty() {
         return Err(p.error(format!(

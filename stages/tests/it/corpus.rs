@@ -35,7 +35,7 @@ fn text_stage(
     let c = ctx(
         tag,
         params,
-        &[("text", input)],
+        &[("raw", input)],
         &[("text", out("text.txt")), ("summary", out("summary.json"))],
         1,
     );
@@ -270,7 +270,7 @@ fn text_errors_name_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.txt");
     let e = text_stage(dir.path(), &missing, json!({}), "m").unwrap_err();
-    assert!(e.contains("nope.txt") && e.contains("input `text`"), "{e}");
+    assert!(e.contains("nope.txt") && e.contains("input `raw`"), "{e}");
     let empty = write(dir.path(), "empty.txt", b"");
     let e = text_stage(dir.path(), &empty, json!({}), "e").unwrap_err();
     assert!(e.contains("is empty"), "{e}");

@@ -19,8 +19,9 @@ pub const TEXT: StageSpec = StageSpec {
     summary: "clean a text file: cut between Gutenberg-style markers, normalise newlines, drop \
               non-ASCII bytes (S31)",
     inputs: &[PortSpec {
-        name: "text",
-        doc: "any file (read as raw bytes; it need not be UTF-8)",
+        name: "raw",
+        doc: "any file (read as raw bytes; it need not be UTF-8); called `raw` because the \
+              output is `text`",
         many: false,
         optional: false,
         ext: "",
@@ -178,11 +179,15 @@ mod tests {
             assert_eq!(s.kind, StageKind::Generator, "{}", s.name);
             assert_eq!(s.version, 1);
             assert!(!s.uses_torch && !s.device_dependent, "{}", s.name);
-            assert_eq!(
-                s.inputs.iter().map(|i| i.name).collect::<Vec<_>>(),
-                ["text"]
-            );
         }
+        assert_eq!(
+            text.inputs.iter().map(|i| i.name).collect::<Vec<_>>(),
+            ["raw"]
+        );
+        assert_eq!(
+            tok.inputs.iter().map(|i| i.name).collect::<Vec<_>>(),
+            ["text"]
+        );
         assert_eq!(
             text.outputs
                 .iter()
