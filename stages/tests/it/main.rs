@@ -3,6 +3,7 @@
 //! libtorch (`tensor.random`, `w.pca`) are tested in `torch/tests/it/`, with `tensor.summary` and
 //! `w.skymap`, which read their outputs. HDF5 inspection is tested in `api/tests/inspect.rs`.
 
+mod corpus;
 mod movie;
 mod support;
 mod w_analysis;
