@@ -499,8 +499,23 @@ fn build_instance(
             .iter()
             .map(|(k, sp, _)| (k.as_str(), *sp))
             .collect();
+        // A sweep key the built-in does not take may still pair the stage with an upstream
+        // sweep (`matrix: {init: [..]}` on an analyzer of `toy[init=..]`): it names and binds
+        // instances but is not passed on.
+        let pairs_upstream = |k: &str| {
+            s.inputs.iter().flat_map(|d| &d.refs).any(|r| match r {
+                RefDecl::Stage { stage, .. } => stage_instances
+                    .get(stage.as_str())
+                    .and_then(|ups| ups.first())
+                    .is_some_and(|&u| instances[u].matrix.iter().any(|(uk, _)| uk == k)),
+                _ => false,
+            })
+        };
         for (k, v) in params.clone() {
             match b.params.iter().find(|p| p.name == k) {
+                None if coords.iter().any(|(ck, _, _)| *ck == k) && pairs_upstream(&k) => {
+                    params.remove(&k);
+                }
                 None => {
                     let span = key_spans
                         .get(k.as_str())

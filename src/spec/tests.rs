@@ -165,3 +165,30 @@ fn independent_stages_keep_declaration_order() {
     let p = load("stages:\n  z:\n    cmd: [a, \"${outputs.o}\"]\n    outputs: {o: o}\n  m:\n    cmd: [a, \"${inputs.i}\", \"${outputs.o}\"]\n    inputs: {i: y.o}\n    outputs: {o: o}\n  a:\n    cmd: [a, \"${outputs.o}\"]\n    outputs: {o: o}\n  y:\n    cmd: [a, \"${outputs.o}\"]\n    outputs: {o: o}\n");
     assert_eq!(names(&p), ["z", "a", "y", "m"]);
 }
+
+/// A built-in analyzer sweeps over a key it does not take, to pair with a generator's sweep: the
+/// key names and binds its instances but is not passed on as a param. A key that pairs with no
+/// upstream sweep is still an unknown param.
+#[cfg(feature = "builtin-stages")]
+#[test]
+fn a_builtin_may_pair_on_a_sweep_key_it_does_not_take() {
+    let with_builtins = |yaml: &str| {
+        from_source(
+            Path::new("pipeline.yaml"),
+            Path::new("/p"),
+            yaml.to_string(),
+            &Registry::builtin(),
+        )
+    };
+    let yaml = "stages:\n  g:\n    uses: tensor.random\n    matrix: {std: [1, 2]}\n    params: {rows: 2, cols: 3}\n  s:\n    uses: tensor.summary\n    matrix: {std: [1, 2]}\n    inputs: {tensors: g.tensor}\n";
+    let p = with_builtins(yaml).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(ups(&p, "s[std=2]", "tensors"), ["g[std=2]"]);
+    let s = &p.instances[p.instance("s[std=2]").unwrap()];
+    assert!(!s.params.contains_key("std"), "{:?}", s.params);
+    let typo = yaml.replace(
+        "  s:\n    uses: tensor.summary\n    matrix: {std:",
+        "  s:\n    uses: tensor.summary\n    matrix: {sdt:",
+    );
+    let err = with_builtins(&typo).unwrap_err().render();
+    assert!(err.contains("unknown param `sdt`"), "{err}");
+}

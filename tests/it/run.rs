@@ -374,5 +374,8 @@ stages:
     let text = p.read("out/talk/o.txt");
     let parts: Vec<&str> = text.split(' ').collect();
     assert_eq!(parts[..2], ["talk", "1"], "{text}");
-    assert!(parts[2].starts_with("talk-"), "progress lives in the staging dir: {text}");
+    assert!(
+        parts[2].starts_with("talk-"),
+        "progress lives in the staging dir: {text}"
+    );
 }

@@ -59,6 +59,14 @@ pub(crate) fn device_of(
     }
 }
 
+/// Holds libtorch's process-global generator for one `manual_seed` + draws sequence: tch exposes
+/// no private generator, so two stages seeding and drawing on different threads of one process
+/// (tests run in parallel; a worker might too) would interleave and lose determinism.
+pub(crate) fn seeded_draw() -> std::sync::MutexGuard<'static, ()> {
+    static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The library's C interface version, checked by the worker before [`azimuth_torch_run`].
 #[no_mangle]
 pub extern "C" fn azimuth_torch_abi() -> u32 {

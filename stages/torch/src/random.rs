@@ -25,9 +25,6 @@ mod imp {
     /// Upper bound on `rows * cols`: 4e9 elements is already 16 GB of f32 in memory.
     const MAX_ELEMENTS: u64 = 4_000_000_000;
 
-    /// Serializes `manual_seed` + `randn` within the process (see `run`).
-    static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         let p = Params::new(&SPEC, ctx)?;
         let rows = p.int("rows")?;
@@ -66,7 +63,7 @@ mod imp {
             // libtorch's default generator is process-global and tch exposes no private one, so
             // seeding and drawing must not interleave with another stage drawing on another
             // thread of this process (tests run stages in parallel; a worker might too).
-            let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _draw = crate::seeded_draw();
             tch::manual_seed(seed);
             Tensor::f_randn([rows, cols], (Kind::Float, device))
                 .map_err(|e| torch_err("draw the random matrix (out of memory?)", e))?

@@ -425,9 +425,12 @@ fn train(
     let dead_t = Tensor::from_slice(&dead_ids).to_device(device);
     let live_t = Tensor::from_slice(&live_ids).to_device(device);
 
-    tch::manual_seed(s.seed);
     let vs = nn::VarStore::new(device);
-    let model = Gpt::new(&vs, s.cfg, s.protocol, s.init);
+    let model = {
+        let _draw = crate::seeded_draw();
+        tch::manual_seed(s.seed);
+        Gpt::new(&vs, s.cfg, s.protocol, s.init)
+    };
     let mut opt = adamw(&vs, s).map_err(|e| p.error(format!("cannot build AdamW: {e}")))?;
 
     let rows: Vec<i64> = match s.record.as_str() {

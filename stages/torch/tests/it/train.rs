@@ -391,3 +391,148 @@ fn bench_train() {
         );
     }
 }
+
+/// The Shakespeare corpus of `scripts/fetch-models.sh`, or `None` (a skip) when it was not
+/// fetched; under `AZIMUTH_REQUIRE_MODELS` (scripts/test.sh, hence CI) a missing file fails.
+fn shakespeare() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.deps/models/shakespeare/shakespeare.txt");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("AZIMUTH_REQUIRE_MODELS").is_none(),
+        "{} is absent but AZIMUTH_REQUIRE_MODELS is set; run scripts/fetch-models.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} is absent; run scripts/fetch-models.sh",
+        path.display()
+    );
+    None
+}
+
+/// Runs `name` with `inputs` and `params`, its outputs named `port.ext` in `dir`.
+fn stage(
+    dir: &Path,
+    name: &str,
+    inputs: &[(&str, PathBuf)],
+    outputs: &[&str],
+    params: Value,
+) -> BTreeMap<String, PathBuf> {
+    let outs: BTreeMap<String, PathBuf> = outputs
+        .iter()
+        .map(|o| (o.split('.').next().unwrap().to_string(), dir.join(o)))
+        .collect();
+    let ctx = StageContext {
+        instance: name.to_string(),
+        inputs: inputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![v.clone()]))
+            .collect(),
+        outputs: outs.clone().into_iter().collect(),
+        params: params.as_object().unwrap().clone(),
+        device: "cpu".into(),
+        threads: 1,
+    };
+    run(name, &ctx).unwrap_or_else(|e| panic!("{name}: {}", e.0));
+    outs
+}
+
+/// Fraction of dead rows that never move after step `s` (F2: no bit of the row changes), from the
+/// movie's per-step lattice motion.
+fn frozen_after(l1: &[f32], n_dead: usize, steps: usize, s: usize) -> f64 {
+    let frozen = (0..n_dead)
+        .filter(|&i| (s..steps).all(|t| l1[t * n_dead + i] == 0.0))
+        .count();
+    frozen as f64 / n_dead as f64
+}
+
+/// The acceptance run: a byte-level model on the Shakespeare corpus (S31's setup scaled
+/// down to D = 32, one layer, context 32, batch 8, so 2,000 steps take seconds; the dead rows,
+/// which all follow the same swarm, stop around step 800-1,200 with lr 1e-3 decaying linearly). Under P1 the dead rows move, then freeze (≥ 95% frozen over the last
+/// tenth of the run while most were still moving after the first tenth), and an f32→bf16 init
+/// ends with more distinct dead rows than a pure-bf16 init, over three seeds (★5's direction).
+#[test]
+fn byte_model_on_shakespeare_moves_then_freezes_its_dead_rows() {
+    let Some(text) = shakespeare() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let clean = stage(
+        dir.path(),
+        "corpus.text",
+        &[("raw", text)],
+        &["text.txt", "summary.json"],
+        json!({"ascii_only": true, "newlines": "lf"}),
+    );
+    let toks = stage(
+        dir.path(),
+        "corpus.tokenize",
+        &[("text", clean["text"].clone())],
+        &[
+            "tokens.safetensors",
+            "vocab.json",
+            "masks.safetensors",
+            "census.json",
+        ],
+        json!({"scheme": "bytes", "vocab_size": 128}),
+    );
+    let input = (toks["tokens"].clone(), toks["masks"].clone());
+    let steps = 2000usize;
+    // The two inits train side by side (one libtorch thread each), three seeds each.
+    let distinct: BTreeMap<&str, Vec<f64>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = ["f32_to_bf16", "pure_bf16"]
+            .into_iter()
+            .map(|init| {
+                let (dir, input) = (dir.path(), &input);
+                scope.spawn(move || {
+                    let mut distinct = Vec::new();
+                    for seed in 1..=3 {
+                        let params = json!({
+                            "layers": 1, "d_model": 32, "heads": 2, "ffn": 64, "context": 32,
+                            "batch": 8, "steps": steps, "lr": 1e-3, "weight_decay": 0.01,
+                            "protocol": "p1", "init": init, "seed": seed, "record": "dead",
+                            "record_every": 100
+                        });
+                        let t = train_in(dir, &format!("{init}-{seed}"), input, params, 1).unwrap();
+                        let movie = Movie::open(&t.movie).unwrap();
+                        let n_dead = movie.dead_ids().len();
+                        assert!(
+                            n_dead > 20,
+                            "Shakespeare at 128 bytes leaves many dead bytes: {n_dead}"
+                        );
+                        let (l1, _, _) = movie.dead_motion().unwrap();
+                        let moved = (0..n_dead)
+                            .filter(|&i| (0..steps).any(|t| l1[t * n_dead + i] > 0.0))
+                            .count();
+                        assert_eq!(
+                            moved, n_dead,
+                            "{init} seed {seed}: every dead row moves at some step"
+                        );
+                        let early = frozen_after(&l1, n_dead, steps, steps / 10);
+                        let late = frozen_after(&l1, n_dead, steps, steps - steps / 10);
+                        assert!(
+                            early < 0.5,
+                            "{init} seed {seed}: {early} already frozen after step {}",
+                            steps / 10
+                        );
+                        assert!(
+                            late >= 0.95,
+                            "{init} seed {seed}: only {late} frozen over the last tenth"
+                        );
+                        distinct.push(t.summary["dead_rows"]["distinct_final"].as_f64().unwrap());
+                    }
+                    (init, distinct)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (f32_init, pure) = (mean(&distinct["f32_to_bf16"]), mean(&distinct["pure_bf16"]));
+    assert!(
+        f32_init > pure,
+        "distinct dead rows: f32→bf16 {:?} vs pure bf16 {:?}",
+        distinct["f32_to_bf16"],
+        distinct["pure_bf16"]
+    );
+}
