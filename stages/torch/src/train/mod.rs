@@ -121,22 +121,10 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         checkpoint: p.output("checkpoint")?,
         summary: p.output("summary")?,
     };
-    let sources = [
-        ("tokens", file_name(&tokens_path)),
-        ("masks", file_name(&masks_path)),
-    ];
     // libtorch reports failures (out of memory, a device error) by panicking through tch: turn
     // them into a stage error that says where it happened.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(
-            &p,
-            &s,
-            &tokens,
-            &dead_mask,
-            (device, &ctx.device),
-            &outputs,
-            &sources,
-        )
+        train(&p, &s, &tokens, &dead_mask, (device, &ctx.device), &outputs)
     }));
     match result {
         Ok(r) => r,
@@ -155,11 +143,6 @@ struct Outputs<'a> {
     movie: &'a Path,
     checkpoint: &'a Path,
     summary: &'a Path,
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
 fn settings(p: &Params<'_>, vocab: i64) -> Result<Settings, StageError> {
@@ -415,7 +398,6 @@ fn train(
     dead_mask: &[bool],
     (device, device_name): (Device, &str),
     out: &Outputs<'_>,
-    sources: &[(&str, String)],
 ) -> Result<(), StageError> {
     let started = Instant::now();
     let v = s.cfg.vocab;
@@ -447,10 +429,7 @@ fn train(
         Protocol::P2 => MovieDtype::F32,
         Protocol::P1 | Protocol::P3 => MovieDtype::Bf16,
     };
-    let mut attrs = attributes(s, device_name, model.parameter_count());
-    for (k, name) in sources {
-        attrs.insert(format!("input_{k}"), AttrValue::Str(name.clone()));
-    }
+    let attrs = attributes(s, device_name, model.parameter_count());
     let mut movie = MovieWriter::create(
         out.movie,
         MovieHeader {
