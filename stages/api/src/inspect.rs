@@ -133,11 +133,7 @@ pub fn hdf5_tree(path: &Path) -> Result<Hdf5Node, String> {
     match result {
         Ok(r) => r,
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = crate::panic_message(&*panic);
             Err(format!(
                 "`{shown}` could not be inspected (HDF5 binding panicked: {msg})"
             ))

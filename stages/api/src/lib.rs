@@ -292,3 +292,13 @@ pub fn report_progress(line: &str) {
         let _ = std::fs::remove_file(&tmp);
     }
 }
+
+/// The message of a caught panic (`std::panic::catch_unwind`'s payload), for an error that says
+/// what happened; libtorch (through tch) and the HDF5 bindings report some failures by panicking.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -8,6 +8,8 @@
 //! - [`census`] (`movie.census` and `movie.census_compare`, S44): black holes per snapshot, and
 //!   the two-group control of distinct dead rows.
 //! - [`curves`] (`movie.curves`): loss, learning rate and gradient norm.
+//! - [`hidden_state`] (`movie.hidden_state`, S45): h_mean's persistence and the dead swarm's
+//!   alignment with it.
 //!
 //! Shared here: opening the `movie` input and choosing rows (param `rows`: `dead`, `live` or
 //! `all`, always among the *recorded* rows). Arithmetic is f64 on the exact f32 up-cast of the
@@ -24,6 +26,7 @@ use crate::{StageContext, StageError};
 pub(crate) mod census;
 pub(crate) mod curves;
 pub mod format;
+pub(crate) mod hidden_state;
 pub(crate) mod kinematics;
 pub(crate) mod lifecycle;
 pub(crate) mod plot;
@@ -40,6 +43,7 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), Stag
         "movie.census" => census::run(ctx),
         "movie.census_compare" => census::run_compare(ctx),
         "movie.curves" => curves::run(ctx),
+        "movie.hidden_state" => hidden_state::run(ctx),
         _ => return None,
     })
 }

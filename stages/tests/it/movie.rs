@@ -1189,3 +1189,68 @@ fn curves_list_every_step_and_plot_three_series() {
     .unwrap_err();
     assert!(err.contains("no training steps"), "{err}");
 }
+
+/// `movie.hidden_state`: h_mean persistence and the dead swarm's alignment, on a movie whose
+/// h_mean[t] = (100t, 100t + 1) and whose dead rows all sit at (−t, −t) at step t, so the dead
+/// centroid moves by (−1, −1) each step: against h_mean.
+#[test]
+fn hidden_state_measures_persistence_and_the_swarm_against_h_mean() {
+    let dir = tmp();
+    let path = dir.path().join("h.h5");
+    let mut h = header(4, 2, vec![0, 1, 2, 3], vec![0, 1, 2, 3], 3, vec![2, 3]);
+    h.h_mean = true;
+    let minus = [0x0000u16, 0xBF80, 0xC000, 0xC040]; // 0, −1, −2, −3 in bf16
+    let snaps: Vec<Vec<u16>> = (0..4)
+        .map(|t| vec![0, 0, 0, 0, minus[t], minus[t], minus[t], minus[t]])
+        .collect();
+    write_bf16_movie(&path, h, &snaps, |_, _| (1.0, 1.0, 1.0));
+    let outs = [("table", "csv"), ("summary", "json"), ("plot", "png")];
+    let out = run_twice(
+        "movie.hidden_state",
+        json!({}),
+        &[("movie", vec![path])],
+        &outs,
+    );
+    let cos = |a: [f64; 2], b: [f64; 2]| {
+        (a[0] * b[0] + a[1] * b[1])
+            / ((a[0] * a[0] + a[1] * a[1]).sqrt() * (b[0] * b[0] + b[1] * b[1]).sqrt())
+    };
+    let hm = |t: f64| [100.0 * t, 100.0 * t + 1.0];
+    let s = json_of(&out, "summary");
+    let c21 = cos(hm(2.0), hm(1.0));
+    let c32 = cos(hm(3.0), hm(2.0));
+    assert!((s["cos_prev_mean"].as_f64().unwrap() - (c21 + c32) / 2.0).abs() < 1e-15);
+    assert_eq!(s["dead_steps_measured"], 3);
+    let swarm: Vec<f64> = (1..=3).map(|t| cos([-1.0, -1.0], hm(t as f64))).collect();
+    assert!(
+        (s["dead_step_cos_mean"].as_f64().unwrap() - swarm.iter().sum::<f64>() / 3.0).abs() < 1e-15
+    );
+    assert!(s["dead_step_cos_mean"].as_f64().unwrap() < -0.99);
+    assert_eq!(
+        s["h_mean_norm_first"].as_f64().unwrap(),
+        (100.0f64 * 100.0 + 101.0 * 101.0).sqrt()
+    );
+    let table = text(&out, "table");
+    assert!(
+        table.starts_with("step,h_mean_norm,cos_prev,dead_step_cos\n1,"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 4);
+    // No h_mean recorded: a clear error.
+    let bare = dir.path().join("bare.h5");
+    write_bf16_movie(
+        &bare,
+        header(4, 2, vec![0, 1, 2, 3], vec![0, 1], 1, vec![2, 3]),
+        &snaps[..2],
+        |_, _| (0.0, 0.0, 0.0),
+    );
+    let err = run_stage(
+        "movie.hidden_state",
+        json!({}),
+        &[("movie", vec![bare])],
+        &outs,
+        1,
+    )
+    .unwrap_err();
+    assert!(err.contains("no /h_mean"), "{err}");
+}

@@ -6,7 +6,14 @@
 use crate::{ParamSpec, ParamType, PortSpec, StageKind, StageSpec};
 
 /// The family's stages, in catalogue order.
-pub const SPECS: &[StageSpec] = &[KINEMATICS, LIFECYCLE, CENSUS, CENSUS_COMPARE, CURVES];
+pub const SPECS: &[StageSpec] = &[
+    KINEMATICS,
+    LIFECYCLE,
+    CENSUS,
+    CENSUS_COMPARE,
+    CURVES,
+    HIDDEN_STATE,
+];
 
 /// Input `movie`: one recorded movie.
 const MOVIE_INPUT: PortSpec = PortSpec {
@@ -253,6 +260,38 @@ pub const CURVES: StageSpec = StageSpec {
         out("loss_plot", "PNG: loss over steps", "png"),
         out("lr_plot", "PNG: learning rate over steps", "png"),
         out("grad_norm_plot", "PNG: gradient norm over steps", "png"),
+    ],
+    params: &[],
+    uses_torch: false,
+    device_dependent: false,
+};
+
+pub const HIDDEN_STATE: StageSpec = StageSpec {
+    name: "movie.hidden_state",
+    version: 1,
+    kind: StageKind::Analyzer,
+    summary: "h_mean over training (S45): its norm, its persistence (cosine between consecutive \
+              steps) and how the dead rows' centroid moves against it (the S30.3 swarm)",
+    inputs: &[MOVIE_INPUT],
+    outputs: &[
+        out(
+            "table",
+            "CSV, one line per training step: step, h_mean_norm, cos_prev (cosine with the \
+             previous step's h_mean), dead_step_cos (cosine between the dead centroid's move at \
+             this step and h_mean; empty when not measurable)",
+            "csv",
+        ),
+        out(
+            "summary",
+            "JSON: consecutive-cosine mean and median, first and last norm, the dead swarm's \
+             alignment with h_mean",
+            "json",
+        ),
+        out(
+            "plot",
+            "PNG: consecutive cosine and dead-step alignment over steps",
+            "png",
+        ),
     ],
     params: &[],
     uses_torch: false,

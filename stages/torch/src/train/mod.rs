@@ -129,11 +129,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
     match result {
         Ok(r) => r,
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown error".into());
+            let msg = azimuth_stage_api::panic_message(&*panic);
             Err(p.error(format!("libtorch failed during training: {msg}")))
         }
     }
