@@ -6,6 +6,7 @@
 //!   step t whose snapshots t−1 and t were both recorded and whose centroid moved. S30.3: a dead
 //!   row's gradient is (1/BT)·Σ p_dead·h, parallel to h_mean, so the swarm moves against it
 //!   (≈ −1). Empty when not measurable (no such pair of snapshots, or no motion).
+//!
 //! Arithmetic in f64 on the recorded f32 values; single-threaded, so the outputs never depend on
 //! the threads granted. Optimizer state (Adam's m and v) is not recorded by `train.gpt`, so the
 //! other S45 bookkeeping has nothing to read.
