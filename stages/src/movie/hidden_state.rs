@@ -117,7 +117,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             String::new()
         }
     };
-    for t in 1..=t_max {
+    for (t, &dead_cos) in dead_step_cos.iter().enumerate().skip(1) {
         let ht = row(t);
         let norm = ht.iter().map(|x| x * x).sum::<f64>().sqrt();
         let c = if t >= 2 {
@@ -129,7 +129,7 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         cos_prev.push(c);
         csv_line(
             &mut csv,
-            &[t.to_string(), text(norm), text(c), text(dead_step_cos[t])],
+            &[t.to_string(), text(norm), text(c), text(dead_cos)],
         );
     }
     let finite_cos: Vec<f64> = cos_prev.iter().copied().filter(|x| x.is_finite()).collect();
