@@ -30,6 +30,7 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError>
         crate::tensor::dispatch,
         crate::corpus::dispatch,
         crate::movie::dispatch,
+        crate::sim::dispatch,
     ];
     if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {
         return result;

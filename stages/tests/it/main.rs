@@ -5,6 +5,7 @@
 
 mod corpus;
 mod movie;
+mod sim;
 mod support;
 mod w_analysis;
 mod w_dead;

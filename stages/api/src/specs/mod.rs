@@ -9,6 +9,7 @@ use crate::StageSpec;
 
 pub mod corpus;
 pub mod movie;
+pub mod sim;
 pub mod tensor;
 pub mod train;
 pub mod w_analysis;
@@ -71,6 +72,7 @@ static FAMILIES: &[&[StageSpec]] = &[
     w_lattice::SPECS,
     w_pca::SPECS,
     w_tokens::SPECS,
+    sim::SPECS,
     tensor::SPECS,
     corpus::SPECS,
     train::SPECS,
