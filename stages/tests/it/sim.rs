@@ -80,7 +80,10 @@ fn tidal_toy_in_bf16_rounds_the_decay() {
     let (s, _, _) = tidal(dir.path(), json!({"precision": "bf16", "steps": 100}), 1);
     let r = s["ratio"].as_f64().unwrap();
     // Each product is rounded too, so the ratio only follows 0.98828125^t roughly.
-    assert!((r - 0.98828125f64.powi(100)).abs() < 0.1 * r && r < 0.99f64.powi(100), "{r}");
+    assert!(
+        (r - 0.98828125f64.powi(100)).abs() < 0.1 * r && r < 0.99f64.powi(100),
+        "{r}"
+    );
     let (s, _, _) = tidal(
         dir.path(),
         json!({"precision": "bf16", "weight_decay": 1e-3, "steps": 100}),

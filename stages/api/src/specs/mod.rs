@@ -19,8 +19,9 @@ pub mod w_lattice;
 pub mod w_pca;
 pub mod w_tokens;
 
-/// Ports and params that several W families declare alike (W, its black holes, its dead-set
-/// masks, and the name of W inside its file): one definition, so docs and defaults never drift.
+/// Ports and params that several families declare alike (W, its black holes, its dead-set
+/// masks, the name of W inside its file) and the `int`/`float` param constructors: one
+/// definition, so docs and defaults never drift.
 pub(crate) mod shared {
     use crate::{ParamSpec, ParamType, PortSpec};
 
@@ -53,6 +54,38 @@ pub(crate) mod shared {
         optional: false,
         ext: "",
     };
+
+    /// A whole-number param with bounds and a default (a JSON literal).
+    pub(crate) const fn int(
+        name: &'static str,
+        min: i64,
+        max: i64,
+        default: &'static str,
+        doc: &'static str,
+    ) -> ParamSpec {
+        ParamSpec {
+            name,
+            ty: ParamType::Int { min, max },
+            default: Some(default),
+            doc,
+        }
+    }
+
+    /// A float param with bounds and a default (a JSON literal).
+    pub(crate) const fn float(
+        name: &'static str,
+        min: f64,
+        max: f64,
+        default: &'static str,
+        doc: &'static str,
+    ) -> ParamSpec {
+        ParamSpec {
+            name,
+            ty: ParamType::Float { min, max },
+            default: Some(default),
+            doc,
+        }
+    }
 
     /// Param `tensor`: the name of W inside its file.
     pub(crate) const TENSOR_PARAM: ParamSpec = ParamSpec {

@@ -2,25 +2,11 @@
 //! `azimuth-stages`, `src/sim/`): simulations that need no model weights.
 //! So far `sim.tidal_toy` (S26), the two-force toy in 2-D.
 
+use super::shared::float;
 use crate::{ParamSpec, ParamType, PortSpec, StageKind, StageSpec};
 
 /// The family's stages, in catalogue order.
 pub const SPECS: &[StageSpec] = &[TIDAL_TOY];
-
-const fn float(
-    name: &'static str,
-    min: f64,
-    max: f64,
-    default: &'static str,
-    doc: &'static str,
-) -> ParamSpec {
-    ParamSpec {
-        name,
-        ty: ParamType::Float { min, max },
-        default: Some(default),
-        doc,
-    }
-}
 
 pub const TIDAL_TOY: StageSpec = StageSpec {
     name: "sim.tidal_toy",

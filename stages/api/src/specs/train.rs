@@ -8,40 +8,11 @@
 //! numbers, batch, steps, seed; the device kind enters the key because the spec is
 //! `device_dependent`.
 
+use super::shared::{float, int};
 use crate::{ParamSpec, ParamType, PortSpec, StageKind, StageSpec};
 
 /// The family's stages, in catalogue order.
 pub const SPECS: &[StageSpec] = &[GPT];
-
-const fn int(
-    name: &'static str,
-    min: i64,
-    max: i64,
-    default: &'static str,
-    doc: &'static str,
-) -> ParamSpec {
-    ParamSpec {
-        name,
-        ty: ParamType::Int { min, max },
-        default: Some(default),
-        doc,
-    }
-}
-
-const fn float(
-    name: &'static str,
-    min: f64,
-    max: f64,
-    default: &'static str,
-    doc: &'static str,
-) -> ParamSpec {
-    ParamSpec {
-        name,
-        ty: ParamType::Float { min, max },
-        default: Some(default),
-        doc,
-    }
-}
 
 pub const GPT: StageSpec = StageSpec {
     name: "train.gpt",
