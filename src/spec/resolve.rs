@@ -328,6 +328,58 @@ fn interpolate_text(
 
 type Coords = Vec<(String, Json, Span)>;
 
+/// The values of a generated matrix range: `{linspace: [start, stop, count]}` (evenly spaced) or
+/// `{geomspace: [start, stop, count]}` (evenly spaced in log, like numpy's geomspace; both ends
+/// positive). Both ends are exact; count 1 gives `[start]`.
+fn spaced_values(m: &serde_json::Map<String, Json>) -> Result<Vec<Json>, String> {
+    let (kind, args) = m.iter().next().expect("one entry");
+    let geometric = match kind.as_str() {
+        "linspace" => false,
+        "geomspace" => true,
+        other => {
+            return Err(format!(
+                "`{other}` is not a range; use `linspace` or `geomspace` ([start, stop, count])"
+            ))
+        }
+    };
+    let bad = || format!("`{kind}` takes [start, stop, count] with a whole count ≥ 1");
+    let a = args.as_array().filter(|a| a.len() == 3).ok_or_else(bad)?;
+    let (start, stop) = (
+        a[0].as_f64().ok_or_else(bad)?,
+        a[1].as_f64().ok_or_else(bad)?,
+    );
+    let count = a[2]
+        .as_u64()
+        .filter(|&n| (1..=100_000).contains(&n))
+        .ok_or_else(bad)? as usize;
+    if geometric && !(start > 0.0 && stop > 0.0) {
+        return Err(format!(
+            "`geomspace` needs positive ends, got {start} and {stop}"
+        ));
+    }
+    let value = |i: usize| {
+        if i == 0 {
+            return start;
+        }
+        if i + 1 == count {
+            return stop;
+        }
+        let t = i as f64 / (count - 1) as f64;
+        if geometric {
+            10f64.powf(start.log10() + t * (stop.log10() - start.log10()))
+        } else {
+            start + t * (stop - start)
+        }
+    };
+    (0..count)
+        .map(|i| {
+            serde_json::Number::from_f64(value(i))
+                .map(Json::Number)
+                .ok_or_else(|| format!("`{kind}` made a non-finite value"))
+        })
+        .collect()
+}
+
 fn expand_sweep(
     s: &StageDecl,
     globals: &HashMap<&str, &Json>,
@@ -341,14 +393,31 @@ fn expand_sweep(
             for (k, kspan, node) in keys {
                 let values = match to_json(node, &mut interp) {
                     Ok(Json::Array(a)) if !a.is_empty() => a,
+                    Ok(Json::Object(m)) if m.len() == 1 => match spaced_values(&m) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            diags.push(Diagnostic::new(
+                                format!("matrix key `{k}` of stage `{}`: {why}", s.name),
+                                node.span,
+                            ));
+                            return Vec::new();
+                        }
+                    },
                     Ok(_) => {
-                        diags.push(Diagnostic::new(
-                            format!(
-                                "matrix key `{k}` of stage `{}` must be a non-empty list of values",
-                                s.name
+                        diags.push(
+                            Diagnostic::new(
+                                format!(
+                                    "matrix key `{k}` of stage `{}` must be a non-empty list of \
+                                     values",
+                                    s.name
+                                ),
+                                node.span,
+                            )
+                            .hint(
+                                "or a generated range: `{geomspace: [start, stop, count]}` or \
+                                 `{linspace: [start, stop, count]}`",
                             ),
-                            node.span,
-                        ));
+                        );
                         return Vec::new();
                     }
                     Err(d) => {

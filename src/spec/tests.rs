@@ -88,6 +88,36 @@ fn matrix_expands_to_named_instances_in_order() {
 }
 
 #[test]
+fn matrix_ranges_generate_their_values() {
+    let p = load("stages:\n  s:\n    cmd: [x]\n    matrix:\n      sigma: {geomspace: [1.0e-9, 1.0e-7, 3]}\n      w: {linspace: [0, 1, 5]}\n    outputs: {o: o}\n");
+    let sigmas: Vec<f64> = p
+        .instances
+        .iter()
+        .step_by(5)
+        .map(|i| i.params["sigma"].as_f64().unwrap())
+        .collect();
+    assert_eq!(sigmas.len(), 3);
+    assert_eq!((sigmas[0], sigmas[2]), (1e-9, 1e-7));
+    assert!((sigmas[1] / 1e-8 - 1.0).abs() < 1e-12);
+    let ws: Vec<f64> = p.instances[..5]
+        .iter()
+        .map(|i| i.params["w"].as_f64().unwrap())
+        .collect();
+    assert_eq!(ws, [0.0, 0.25, 0.5, 0.75, 1.0]);
+    for (bad, why) in [
+        ("{geomspace: [0, 1, 3]}", "positive ends"),
+        ("{linspace: [0, 1]}", "[start, stop, count]"),
+        ("{range: [0, 1, 2]}", "not a range"),
+    ] {
+        let text = format!(
+            "stages:\n  s:\n    cmd: [x]\n    matrix:\n      sigma: {bad}\n    outputs: {{o: o}}\n"
+        );
+        let e = errors(&text);
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn references_pair_shared_sweep_keys_and_gather_the_rest() {
     let p = load(SWEEP);
     assert_eq!(
