@@ -178,10 +178,36 @@ pub struct RowCensus {
 /// independent chains); only used to bucket rows, whose equality is then confirmed bytewise, so
 /// collisions cost time, never correctness.
 pub fn row_hash(bytes: &[u8]) -> u64 {
-    const S0: u64 = 0xa076_1d64_78bd_642f;
-    const S1: u64 = 0xe703_7ed1_a0b4_28db;
-    const S2: u64 = 0x8ebc_6af0_9c88_c6e3;
-    const S3: u64 = 0x5899_65cc_7537_4cc3;
+    row_hash_with(
+        bytes,
+        [
+            0xa076_1d64_78bd_642f,
+            0xe703_7ed1_a0b4_28db,
+            0x8ebc_6af0_9c88_c6e3,
+            0x5899_65cc_7537_4cc3,
+        ],
+    )
+}
+
+/// A 128-bit fingerprint of a byte string: [`row_hash`] and an independent second hash of the
+/// same construction with other constants. For counting distinct rows where keeping every row to
+/// compare bytes would cost too much memory (two different rows of a million share a
+/// fingerprint with probability ≈ 10⁻²⁷).
+pub fn row_fingerprint(bytes: &[u8]) -> u128 {
+    let second = row_hash_with(
+        bytes,
+        [
+            0x1d8e_4e27_c47d_124f,
+            0x9c2f_a6e5_b4f3_3a17,
+            0xd6e8_feb8_6659_fd93,
+            0x3c6e_f372_fe94_f82b,
+        ],
+    );
+    ((row_hash(bytes) as u128) << 64) | second as u128
+}
+
+fn row_hash_with(bytes: &[u8], seeds: [u64; 4]) -> u64 {
+    let [s0, s1, s2, s3] = seeds;
     #[inline(always)]
     fn fold(a: u64, b: u64) -> u64 {
         let p = (a as u128) * (b as u128);
@@ -191,19 +217,19 @@ pub fn row_hash(bytes: &[u8]) -> u64 {
     fn word(c: &[u8]) -> u64 {
         u64::from_le_bytes(c.try_into().expect("8 bytes"))
     }
-    let mut h0 = S0 ^ bytes.len() as u64;
-    let mut h1 = S1;
+    let mut h0 = s0 ^ bytes.len() as u64;
+    let mut h1 = s1;
     let mut blocks = bytes.chunks_exact(32);
     for c in &mut blocks {
-        h0 = fold(word(&c[0..8]) ^ S1 ^ h0, word(&c[8..16]) ^ S2);
-        h1 = fold(word(&c[16..24]) ^ S3 ^ h1, word(&c[24..32]) ^ S0);
+        h0 = fold(word(&c[0..8]) ^ s1 ^ h0, word(&c[8..16]) ^ s2);
+        h1 = fold(word(&c[16..24]) ^ s3 ^ h1, word(&c[24..32]) ^ s0);
     }
     let mut tail = [0u8; 32];
     let rest = blocks.remainder();
     tail[..rest.len()].copy_from_slice(rest);
-    h0 = fold(word(&tail[0..8]) ^ S1 ^ h0, word(&tail[8..16]) ^ S2);
-    h1 = fold(word(&tail[16..24]) ^ S3 ^ h1, word(&tail[24..32]) ^ S0);
-    fold(h0 ^ S2, h1 ^ S3 ^ rest.len() as u64)
+    h0 = fold(word(&tail[0..8]) ^ s1 ^ h0, word(&tail[8..16]) ^ s2);
+    h1 = fold(word(&tail[16..24]) ^ s3 ^ h1, word(&tail[24..32]) ^ s0);
+    fold(h0 ^ s2, h1 ^ s3 ^ rest.len() as u64)
 }
 
 /// Groups the rows of `data` (row-major, `row_bytes` bytes per row) by their raw bytes.

@@ -348,7 +348,9 @@ impl Chart {
             }
             self.img.rect(p0, q0, (p1 - 1).max(p0), q1, color);
         }
-        self.legend.push((name.to_string(), color));
+        if !name.is_empty() {
+            self.legend.push((name.to_string(), color));
+        }
     }
 
     /// Colours the plot-area rectangle of data x ∈ [x0, x1), y ∈ [y0, y1).

@@ -1,13 +1,31 @@
 //! The `sim.*` stages (science spec Part II; specs in `azimuth_stage_api::specs::sim`):
-//! simulations that need no model weights. [`tidal_toy`] (`sim.tidal_toy`, S26).
+//! simulations that need no model weights.
+//!
+//! - [`anchor`] (`sim.anchor`): the vector the quantize-and-count simulations draw around;
+//! - [`trials`] (`sim.direct_sampling`, S20; `sim.monument_valley`, S21–S24) on the kernel in
+//!   [`quantize`] (laws, bf16 rounding, survivors, census, S20's pairwise graph), whose random
+//!   streams ([`draw`]) are keyed by (seed, trial, row);
+//! - [`sweep`] (`sim.sweep`) and [`compare`] (`sim.compare`): analyzers over their summaries;
+//! - [`tidal_toy`] (`sim.tidal_toy`, S26).
 
 use crate::{StageContext, StageError};
 
+pub(crate) mod anchor;
+pub(crate) mod compare;
+pub(crate) mod draw;
+pub(crate) mod quantize;
+pub(crate) mod sweep;
 pub(crate) mod tidal_toy;
+pub(crate) mod trials;
 
 /// The family's part of `impls::dispatch`: `None` if `name` is not a `sim.*` stage.
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), StageError>> {
     Some(match name {
+        "sim.anchor" => anchor::run(ctx),
+        "sim.direct_sampling" => trials::run_direct_sampling(ctx),
+        "sim.monument_valley" => trials::run_monument_valley(ctx),
+        "sim.sweep" => sweep::run(ctx),
+        "sim.compare" => compare::run(ctx),
         "sim.tidal_toy" => tidal_toy::run(ctx),
         _ => return None,
     })
