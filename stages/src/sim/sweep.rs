@@ -57,6 +57,13 @@ struct Point {
 }
 
 #[derive(Serialize)]
+struct DemographicMatch {
+    scale: f64,
+    demographic_distance: Stats,
+    example: Vec<u32>,
+}
+
+#[derive(Serialize)]
 struct Window {
     min_black_holes: f64,
     low: f64,
@@ -79,6 +86,9 @@ struct SeriesSummary {
     window: Option<Window>,
     /// The scale closest to the targets by V4.19's normalised distance.
     best: Point,
+    /// Among the scales with at least one black hole on average, the one with the smallest mean
+    /// demographic distance (V4.19), and its trial 0's populations.
+    best_demographics: DemographicMatch,
     /// This series' peak scale over the peak scale of the Gaussian series with the same stage,
     /// mode, anchor and tokens (S22: ≈ √D for the ball and shell); null without one.
     peak_ratio_to_gaussian: Option<f64>,
@@ -92,6 +102,7 @@ struct Summary {
     runs: usize,
     targets_black_holes: f64,
     targets_largest: f64,
+    target_demographics: Vec<u32>,
     series: Vec<SeriesSummary>,
 }
 
@@ -170,6 +181,22 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
                 m
             }
         });
+        // Among the scales with black holes: an empty census is "close" to any target by the
+        // length penalty alone, which says nothing about the shape.
+        let with_holes: Vec<&RunSummary> =
+            runs.iter().filter(|s| s.black_holes.mean >= 1.0).collect();
+        let candidates = if with_holes.is_empty() {
+            runs.iter().collect()
+        } else {
+            with_holes
+        };
+        let best_demo = candidates.iter().fold(candidates[0], |m, s| {
+            if s.demographic_distance.mean < m.demographic_distance.mean {
+                s
+            } else {
+                m
+            }
+        });
         let inside: Vec<f64> = runs
             .iter()
             .filter(|s| s.black_holes.mean >= threshold)
@@ -193,6 +220,11 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
             peak: point(peak),
             window,
             best: point(best),
+            best_demographics: DemographicMatch {
+                scale: best_demo.scale,
+                demographic_distance: best_demo.demographic_distance.clone(),
+                example: best_demo.example_demographics.clone(),
+            },
             peak_ratio_to_gaussian: None,
             window_ratio_to_gaussian: None,
         });
@@ -240,17 +272,67 @@ pub(crate) fn run(ctx: &StageContext) -> Result<(), StageError> {
         &|s| &s.largest,
         first.targets.largest,
     )?;
+    let demographics_png =
+        demographics_chart(&summaries, &first.targets.demographics).map_err(|e| p.error(e))?;
     let summary = Summary {
         format: 1,
         runs: series.values().map(Vec::len).sum(),
         targets_black_holes: first.targets.black_holes,
         targets_largest: first.targets.largest,
+        target_demographics: first.targets.demographics.clone(),
         series: summaries,
     };
     p.write_output(p.output("table")?, csv.as_bytes())?;
     p.write_json(p.output("summary")?, &summary)?;
     p.write_output(p.output("black_holes_plot")?, &bh_png)?;
-    p.write_output(p.output("largest_plot")?, &largest_png)
+    p.write_output(p.output("largest_plot")?, &largest_png)?;
+    p.write_output(p.output("demographics_plot")?, &demographics_png)
+}
+
+/// log10 population against rank (1 = largest) of each series' best demographic match and of
+/// the target.
+fn demographics_chart(series: &[SeriesSummary], target: &[u32]) -> Result<Vec<u8>, String> {
+    const PALETTE: [Color; 4] = [BLUE, ORANGE, GREEN, [148, 103, 189]];
+    let lists = series
+        .iter()
+        .map(|s| s.best_demographics.example.as_slice());
+    let ranks = lists
+        .clone()
+        .chain([target])
+        .map(<[u32]>::len)
+        .max()
+        .unwrap_or(1)
+        .min(64);
+    let top = lists
+        .chain([target])
+        .flat_map(|l| l.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut c = Chart::new(
+        "black holes by rank: best matches and the target",
+        "rank",
+        "log10 population",
+        (1.0, ranks.max(2) as f64),
+        (0.0, (top as f64).log10()),
+    );
+    let points = |l: &[u32]| -> Vec<(f64, f64)> {
+        l.iter()
+            .take(ranks)
+            .enumerate()
+            .map(|(i, &p)| ((i + 1) as f64, (p.max(1) as f64).log10()))
+            .collect()
+    };
+    for (i, s) in series.iter().enumerate() {
+        let name = format!("{} at {:.3e}", s.key.name(), s.best_demographics.scale);
+        c.line(
+            &points(&s.best_demographics.example),
+            PALETTE[i % PALETTE.len()],
+            &name,
+        );
+    }
+    c.line(&points(target), RED, "target");
+    c.png()
 }
 
 /// A colour mixed with white (`keep` of the colour).
@@ -258,7 +340,7 @@ fn tint(c: Color, keep: f64) -> Color {
     c.map(|v| (v as f64 * keep + 255.0 * (1.0 - keep)).round() as u8)
 }
 
-/// Mean ± std bands and mean lines of every series against log10 scale, plus the target.
+/// Mean lines of every series against log10 scale, mean ± std as lighter lines, and the target.
 fn chart(
     title: &str,
     y_label: &str,
@@ -289,10 +371,13 @@ fn chart(
             .iter()
             .map(|s| s.scale.max(f64::MIN_POSITIVE).log10())
             .collect();
-        let lower: Vec<f64> = runs.iter().map(|s| pick(s).mean - pick(s).std).collect();
-        let upper: Vec<f64> = runs.iter().map(|s| pick(s).mean + pick(s).std).collect();
-        if runs.len() > 1 {
-            c.band(&xs, &lower, &upper, tint(color, 0.25), "");
+        for sign in [-1.0, 1.0] {
+            let edge: Vec<(f64, f64)> = runs
+                .iter()
+                .zip(&xs)
+                .map(|(s, &x)| (x, pick(s).mean + sign * pick(s).std))
+                .collect();
+            c.line(&edge, tint(color, 0.35), "");
         }
         let pts: Vec<(f64, f64)> = runs
             .iter()

@@ -295,6 +295,7 @@ fn synthetic_anchor_has_a_narrow_sigma_window_and_the_ball_sits_root_d_to_the_ri
             ("summary", out("sweep.json")),
             ("black_holes_plot", out("bh.png")),
             ("largest_plot", out("largest.png")),
+            ("demographics_plot", out("demo.png")),
         ],
     );
     azimuth_stages::run("sim.sweep", &c).unwrap();
@@ -333,6 +334,7 @@ fn synthetic_anchor_has_a_narrow_sigma_window_and_the_ball_sits_root_d_to_the_ri
             ("summary", out("sweep2.json")),
             ("black_holes_plot", out("bh2.png")),
             ("largest_plot", out("largest2.png")),
+            ("demographics_plot", out("demo2.png")),
         ],
     );
     azimuth_stages::run("sim.sweep", &c).unwrap();
@@ -342,6 +344,10 @@ fn synthetic_anchor_has_a_narrow_sigma_window_and_the_ball_sits_root_d_to_the_ri
             std::fs::read(out(y)).unwrap()
         );
     }
+    // The best demographic match has the target's shape at least in length.
+    let example = gaussian["best_demographics"]["example"].as_array().unwrap();
+    assert!(!example.is_empty());
+    assert_eq!(s["target_demographics"].as_array().unwrap().len(), 13);
     let table = std::fs::read_to_string(out("sweep.csv")).unwrap();
     assert_eq!(table.lines().count(), 1 + 2 * exponents.len());
 }
@@ -504,6 +510,7 @@ fn bad_simulation_input_gets_clear_errors() {
             ("summary", dir.path().join("x.json")),
             ("black_holes_plot", dir.path().join("x.png")),
             ("largest_plot", dir.path().join("y.png")),
+            ("demographics_plot", dir.path().join("z.png")),
         ],
     );
     let e = azimuth_stages::run("sim.sweep", &c)

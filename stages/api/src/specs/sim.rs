@@ -318,8 +318,8 @@ pub const SWEEP: StageSpec = StageSpec {
         PortSpec {
             name: "summary",
             doc: "JSON per series: the black-hole window, the peak, the best match by V4.19's \
-                  normalised distance, and the peak's scale against the Gaussian series' (the \
-                  ≈√D shift of S22)",
+                  normalised distance and by demographic distance (with its demographics), and \
+                  the peak's scale against the Gaussian series' (the ≈√D shift of S22)",
             many: false,
             optional: false,
             ext: "json",
@@ -334,6 +334,14 @@ pub const SWEEP: StageSpec = StageSpec {
         PortSpec {
             name: "largest_plot",
             doc: "PNG: mean ± std of the largest black hole against log10 scale, target line",
+            many: false,
+            optional: false,
+            ext: "png",
+        },
+        PortSpec {
+            name: "demographics_plot",
+            doc: "PNG: black-hole populations by rank (log10) of each series' best match by \
+                  demographic distance (its trial 0) against the target demographics",
             many: false,
             optional: false,
             ext: "png",
