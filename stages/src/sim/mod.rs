@@ -3,12 +3,14 @@
 
 use crate::{StageContext, StageError};
 
+pub(crate) mod pachinko;
 pub(crate) mod tidal_toy;
 
 /// The family's part of `impls::dispatch`: `None` if `name` is not a `sim.*` stage.
 pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), StageError>> {
     Some(match name {
         "sim.tidal_toy" => tidal_toy::run(ctx),
+        "sim.pachinko" => pachinko::run(ctx),
         _ => return None,
     })
 }
