@@ -388,3 +388,27 @@ fn pachinko_full_size_drift() {
         assert_eq!(s["final"]["rows"], 36);
     }
 }
+
+/// V2 #29: the drift notebook's cull (1,519 per step) leaves 36 survivors, which says nothing about
+/// a ≈2,200-token population; cull ⌈(151,936 − 2,212)/100⌉ = 1,498 leaves 2,136 and tests the
+/// coalescence hypothesis at the right population.
+#[test]
+#[ignore]
+fn pachinko_full_size_drift_v2_29() {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for sigma in [0.02, 1e-6] {
+        let (_tmp, dir) = full_size_dir(&format!("drift_v2_29_{sigma}"));
+        let start = std::time::Instant::now();
+        let params = json!({"mode": "drift", "sigma": sigma, "step0": 0.0037, "decay": 1.0,
+                            "steps": 100, "cull": 1498});
+        let r = run(&dir, params, threads);
+        let secs = start.elapsed().as_secs_f64();
+        let s = &r.summary;
+        eprintln!(
+            "drift σ {sigma}, cull 1498 ({threads} threads, {secs:.1} s): r last {:.4}; final {}",
+            s["r_last"].as_f64().unwrap(),
+            s["final"]
+        );
+        assert_eq!(s["final"]["rows"], 2136);
+    }
+}

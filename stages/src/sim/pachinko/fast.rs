@@ -180,6 +180,7 @@ fn simulate(setup: &Setup, k: usize, col: &[u16], slot: &mut [u32]) -> (Track, S
     record(&mut series, &order, &pattern, &count, 0);
 
     for t in 0..steps {
+        // steps ≤ 10,000 (the spec's bound), so τ fits below OPEN.
         let tau = (t + 1) as u16;
         let s = setup.step_component(t, k);
         // Translate every group; neighbours that land on one pattern merge.
