@@ -6,6 +6,7 @@
 //!   [`quantize`] (laws, bf16 rounding, survivors, census, S20's pairwise graph), whose random
 //!   streams ([`draw`]) are keyed by (seed, trial, row);
 //! - [`sweep`] (`sim.sweep`) and [`compare`] (`sim.compare`): analyzers over their summaries;
+//! - [`pachinko`] (`sim.pachinko`, S25): translate-and-cull on the bf16 grid;
 //! - [`tidal_toy`] (`sim.tidal_toy`, S26).
 
 use crate::{StageContext, StageError};
@@ -13,6 +14,7 @@ use crate::{StageContext, StageError};
 pub(crate) mod anchor;
 pub(crate) mod compare;
 pub(crate) mod draw;
+pub(crate) mod pachinko;
 pub(crate) mod quantize;
 pub(crate) mod sweep;
 pub(crate) mod tidal_toy;
@@ -27,6 +29,7 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Option<Result<(), Stag
         "sim.sweep" => sweep::run(ctx),
         "sim.compare" => compare::run(ctx),
         "sim.tidal_toy" => tidal_toy::run(ctx),
+        "sim.pachinko" => pachinko::run(ctx),
         _ => return None,
     })
 }

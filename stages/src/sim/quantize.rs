@@ -527,4 +527,3 @@ mod tests {
         assert_eq!((p.max_linf_eps, p.median_linf_eps), (5.0, 4.0));
     }
 }
-

@@ -6,6 +6,7 @@
 mod corpus;
 mod movie;
 mod sim;
+mod sim_pachinko;
 mod sim_valley;
 mod support;
 mod w_analysis;
