@@ -150,6 +150,8 @@ pub enum DagFormat {
     Text,
     Dot,
     Mermaid,
+    /// A drawn, self-contained SVG of the stage graph (sweep instances folded into their stage).
+    Svg,
 }
 
 /// An error that ends the command with a message and an exit code.

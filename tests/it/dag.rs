@@ -108,3 +108,73 @@ fn dag_renders_in_text_dot_and_mermaid() {
         "{mm}"
     );
 }
+
+/// The numbers after `key="` in every occurrence within `s`.
+fn attr_values(s: &str, key: &str) -> Vec<f64> {
+    s.split(&format!(" {key}=\""))
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The drawn stage graph of any acyclic pipeline: one box per stage, one curve per edge, no
+    /// two boxes overlapping, every edge running left to right, and the same bytes every time.
+    #[test]
+    fn svg_draws_every_stage_once_without_overlaps((n, edges, order) in graph()) {
+        let text = yaml(n, &edges, &order, None);
+        let p = spec::from_source(Path::new("pipeline.yaml"), Path::new("/tmp"), text, &Registry::default())
+            .map_err(|e| TestCaseError::fail(e.render())).unwrap();
+        let svg = azimuth::dag::svg(&p);
+        prop_assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        prop_assert!(svg.trim_end().ends_with("</svg>"));
+        for i in 0..n {
+            prop_assert_eq!(svg.matches(&format!("data-stage=\"s{i}\"")).count(), 1);
+        }
+        let edge_count: usize = edges.iter().enumerate().map(|(i, r)| r.iter().take(i).filter(|&&e| e).count()).sum();
+        prop_assert_eq!(svg.matches("class=\"edge\"").count(), edge_count);
+        let rects: Vec<(f64, f64, f64, f64)> = svg.split("<rect").skip(1).map(|r| {
+            let r = format!(" {}", &r[..r.find("/>").unwrap()]);
+            (attr_values(&r, "x")[0], attr_values(&r, "y")[0], attr_values(&r, "width")[0], attr_values(&r, "height")[0])
+        }).collect();
+        prop_assert_eq!(rects.len(), n);
+        for a in 0..n {
+            for b in a + 1..n {
+                let (ra, rb) = (rects[a], rects[b]);
+                let apart = ra.0 + ra.2 <= rb.0 || rb.0 + rb.2 <= ra.0 || ra.1 + ra.3 <= rb.1 || rb.1 + rb.3 <= ra.1;
+                prop_assert!(apart, "boxes {:?} and {:?} overlap", ra, rb);
+            }
+        }
+        for d in svg.split(" d=\"M").skip(2) {
+            let nums: Vec<f64> = d[..d.find('"').unwrap()]
+                .split([' ', ',', 'C'])
+                .filter(|t| !t.is_empty())
+                .map(|t| t.parse().unwrap())
+                .collect();
+            prop_assert!(nums[0] < nums[6], "edge runs right to left: {:?}", nums);
+        }
+        prop_assert_eq!(svg, azimuth::dag::svg(&p));
+    }
+}
+
+#[test]
+fn svg_folds_sweeps_and_escapes_names() {
+    let yaml = "stages:\n  gen:\n    cmd: [\"a<b>&c\", \"${outputs.o}\"]\n    matrix: {k: [1, 2, 3]}\n    outputs: {o: o}\n  all:\n    cmd: [x, \"${inputs.i}\", \"${outputs.o}\"]\n    inputs: {i: gen.o}\n    outputs: {o: o}\n";
+    let p = spec::from_source(
+        Path::new("pipeline.yaml"),
+        Path::new("/tmp"),
+        yaml.into(),
+        &Registry::default(),
+    )
+    .unwrap_or_else(|e| panic!("{}", e.render()));
+    let svg = azimuth::dag::svg(&p);
+    assert!(
+        svg.contains("data-stage=\"gen\" data-instances=\"3\""),
+        "{svg}"
+    );
+    assert!(svg.contains("gen ×3"), "{svg}");
+    assert!(svg.contains("cmd a&lt;b&gt;&amp;c"), "{svg}");
+    assert_eq!(svg.matches("class=\"edge\"").count(), 1);
+}
