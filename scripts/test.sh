@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-deps.sh
 ./scripts/fetch-models.sh   # real checkpoints for w.extract's tests and the shipped pipeline
 export AZIMUTH_REQUIRE_MODELS=1   # so those tests fail, rather than skip, if a model is missing
+./scripts/setup-browser.sh  # Debian's chromium, for the report's end-to-end test
+export AZIMUTH_REQUIRE_CHROMIUM=1
 cargo test --release --locked --workspace
 cargo test --release --locked --no-default-features --lib

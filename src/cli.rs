@@ -108,6 +108,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
+    /// Write one self-contained HTML page of the pipeline's latest results: the graph, every
+    /// stage's state and timing, key numbers, every figure and table (no network needed).
+    Report {
+        /// Where to write the page (default: out/report.html next to the pipeline file).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Inspect an artifact by digest prefix or `stage.output`, without reading its data.
     Show { artifact: String },
     /// List the built-in stages, or describe one.
@@ -292,6 +299,9 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                     printer.out_raw(&crate::dag::render(&pipeline, *format));
                     Ok(ExitCode::SUCCESS)
                 }
+                Command::Report { output } => {
+                    report(&pipeline, &store, &settings, output.as_deref(), printer)
+                }
                 Command::Show { artifact } => {
                     show::show(&store, Some(&pipeline), artifact, printer)
                         .map(|()| ExitCode::SUCCESS)
@@ -474,6 +484,46 @@ fn plan_states(
     // Read-only commands may refresh the memo (it is only a cache), but never wait for it.
     let _ = memo.save(&store.statcache_path());
     Ok(states)
+}
+
+fn report(
+    pipeline: &Pipeline,
+    store: &Store,
+    settings: &Settings,
+    output: Option<&Path>,
+    printer: &Printer,
+) -> CmdResult {
+    let states = plan_states(pipeline, store, settings, printer)?;
+    let page = crate::report::render(pipeline, store, &states).map_err(|e| Fail {
+        code: 1,
+        message: e,
+    })?;
+    let dest = match output {
+        Some(p) => p.to_path_buf(),
+        None => pipeline.root.join("out").join("report.html"),
+    };
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Fail {
+            code: 1,
+            message: format!("cannot create `{}` for the report: {e}", dir.display()),
+        })?;
+    }
+    crate::fsutil::write_atomic(&dest, page.as_bytes()).map_err(|e| Fail {
+        code: 1,
+        message: format!("cannot write the report to `{}`: {e}", dest.display()),
+    })?;
+    let dirty = states.iter().filter(|s| s.label() == "dirty").count();
+    printer.out_raw(&format!(
+        "wrote {} ({} bytes){}\n",
+        dest.display(),
+        page.len(),
+        if dirty > 0 {
+            format!("; {dirty} dirty instances have no results in it (run `azimuth run` first)")
+        } else {
+            String::new()
+        }
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dry_run_report(

@@ -12,5 +12,6 @@ mod crash;
 mod dag;
 mod errors;
 mod freshness;
+mod report;
 mod run;
 mod tidy;

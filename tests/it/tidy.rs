@@ -187,6 +187,7 @@ fn readme_names_the_setup_commands_that_ci_runs() {
         "azimuth status",
         "azimuth why",
         "azimuth dag",
+        "azimuth report",
         "azimuth show",
         "azimuth cache ls",
         "azimuth cache show",
