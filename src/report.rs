@@ -4,10 +4,14 @@
 //!
 //! Sections, each an element with a stable id: `summary` (stage counts by state), `dag` (the
 //! stage graph from [`crate::dag::svg`]), `stages` (every instance with its state and reason, the
-//! duration, time and host of the run that made its outputs), `numbers` (the top-level numbers of
-//! every JSON `summary` output, nested objects flattened one level), `figures` (every PNG output
+//! duration, time and host of the run that made its outputs), `numbers` (headlines of the
+//! built-in stages: black holes, dead-set sizes, the gap's radii and ratio, PCA variance, losses,
+//! simulation counts and verdicts; then the top-level numbers of every JSON `summary` output,
+//! nested objects flattened one level), `figures` (every PNG output
 //! with a caption naming the instance, the output and the digest of the artifact it shows) and
-//! `tables` (the first rows of every CSV output and every Markdown output). Only outputs of
+//! `tables` (the first rows of every CSV output and every Markdown output). The per-point tables
+//! of a sweep with more than four instances are folded into `<details>` (its gathering analyzer
+//! is the summary) and give no headlines. Only outputs of
 //! fresh or restorable instances appear, read from the store by digest, so the page shows what
 //! the cache vouches for, not whatever sits in `out/`.
 //!
@@ -26,6 +30,8 @@ use crate::store::{format_time, ArtifactKind, Store};
 const TABLE_ROWS: usize = 15;
 /// Numbers shown per summary.
 const NUMBERS_PER_SUMMARY: usize = 40;
+/// Stages with more instances than this are sweeps whose per-point tables fold away.
+const SWEEP_UNFOLDED: usize = 4;
 /// Larger JSON or text files are not inlined.
 const MAX_TEXT_BYTES: u64 = 4 << 20;
 
@@ -110,6 +116,108 @@ fn numbers(v: &serde_json::Value) -> Vec<(String, String)> {
     }
     out.truncate(NUMBERS_PER_SUMMARY);
     out
+}
+
+/// The headline numbers of built-in stages' summaries: (stage, JSON pointer, what it is).
+const HEADLINES: &[(&str, &str, &str)] = &[
+    ("w.black_holes", "/black_holes", "black holes"),
+    (
+        "w.black_holes",
+        "/black_hole_tokens",
+        "tokens in black holes",
+    ),
+    ("w.black_holes", "/largest", "largest black hole"),
+    (
+        "w.dead_sets",
+        "/rule_a/set/tokens",
+        "dead set, rule A (tokens)",
+    ),
+    (
+        "w.dead_sets",
+        "/rule_b/set/tokens",
+        "dead set, rule B (tokens)",
+    ),
+    ("w.dead_sets", "/rule_b/void_found", "rule B found a void"),
+    (
+        "w.dead_sets",
+        "/rule_b/largest_gap/inner_radius",
+        "gap: inner radius",
+    ),
+    (
+        "w.dead_sets",
+        "/rule_b/largest_gap/outer_radius",
+        "gap: outer radius",
+    ),
+    ("w.dead_sets", "/rule_b/largest_gap/ratio", "gap: ratio"),
+    ("w.pca", "/variance_explained_pct/pc1", "PC1 variance (%)"),
+    (
+        "w.pca",
+        "/variance_explained_pct/top3",
+        "top-3 variance (%)",
+    ),
+    (
+        "w.centroid_angle",
+        "/angle_degrees",
+        "dead/live centroid angle (°)",
+    ),
+    ("train.gpt", "/loss_first", "loss, first step"),
+    ("train.gpt", "/loss_last", "loss, last step"),
+    ("train.gpt", "/dead_tokens", "dead tokens"),
+    (
+        "sim.direct_sampling",
+        "/black_holes/mean",
+        "black holes per trial (mean)",
+    ),
+    (
+        "sim.direct_sampling",
+        "/largest/mean",
+        "largest black hole (mean)",
+    ),
+    (
+        "sim.monument_valley",
+        "/black_holes/mean",
+        "black holes per trial (mean)",
+    ),
+    (
+        "sim.monument_valley",
+        "/largest/mean",
+        "largest black hole (mean)",
+    ),
+    (
+        "sim.sweep",
+        "/series/0/peak/scale",
+        "first series: peak scale",
+    ),
+    (
+        "sim.sweep",
+        "/series/0/window/low",
+        "first series: window from",
+    ),
+    (
+        "sim.sweep",
+        "/series/0/window/high",
+        "first series: window to",
+    ),
+    ("sim.compare", "/verdict", "verdict"),
+    ("sim.tidal_toy", "/ratio", "spread ratio"),
+    ("sim.pachinko", "/r_last", "r at the last step"),
+];
+
+/// The headline rows of one built-in stage's summary.
+fn headlines(uses: &str, v: &serde_json::Value) -> Vec<(&'static str, String)> {
+    HEADLINES
+        .iter()
+        .filter(|(stage, _, _)| *stage == uses)
+        .filter_map(|(_, pointer, what)| {
+            let value = match v.pointer(pointer)? {
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                _ => return None,
+            };
+            Some((*what, value))
+        })
+        .collect()
 }
 
 const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;\
@@ -216,11 +324,24 @@ pub fn render(p: &Pipeline, store: &Store, states: &[State]) -> Result<String, S
     s.push_str("</table></section>\n");
 
     // Artifacts of fresh and restorable instances, by kind.
+    let mut headlines_html = String::new();
     let mut numbers_html = String::new();
     let mut figures_html = String::new();
     let mut tables_html = String::new();
+    let mut per_stage: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for inst in &p.instances {
+        *per_stage.entry(inst.stage.as_str()).or_default() += 1;
+    }
     for (inst, st) in p.instances.iter().zip(states) {
         let Some(record) = st.record() else { continue };
+        // A big sweep's points are summarised by its gathering analyzer: their tables fold away
+        // and they give no headlines.
+        let folded = per_stage[inst.stage.as_str()] > SWEEP_UNFOLDED;
+        let (head_open, head_close, block_close) = if folded {
+            ("<details><summary", "</summary>", "</details>")
+        } else {
+            ("<h3", "</h3>", "")
+        };
         for out in &inst.outputs {
             let Some(entry) = record.outputs.get(&out.name) else {
                 continue;
@@ -283,13 +404,24 @@ pub fn render(p: &Pipeline, store: &Store, states: &[State]) -> Result<String, S
                     let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
                         continue;
                     };
+                    if let (false, crate::spec::Body::Builtin { name, .. }) = (folded, &inst.body) {
+                        for (what, value) in headlines(name, &v) {
+                            let _ = write!(
+                                headlines_html,
+                                "<tr><td><code>{}</code></td><th>{}</th><td>{}</td></tr>",
+                                html(&inst.name),
+                                html(what),
+                                html(&value)
+                            );
+                        }
+                    }
                     let rows = numbers(&v);
                     if rows.is_empty() {
                         continue;
                     }
                     let _ = write!(
                         numbers_html,
-                        "<h3 data-artifact=\"{}\">{caption}</h3><table>",
+                        "{head_open} data-artifact=\"{}\">{caption}{head_close}<table>",
                         entry.digest.hex()
                     );
                     for (k, val) in rows {
@@ -300,14 +432,14 @@ pub fn render(p: &Pipeline, store: &Store, states: &[State]) -> Result<String, S
                             html(&val)
                         );
                     }
-                    numbers_html.push_str("</table>\n");
+                    let _ = writeln!(numbers_html, "</table>{block_close}");
                 }
                 "csv" => {
                     let Some(text) = read_text()? else { continue };
                     let lines: Vec<&str> = text.lines().collect();
                     let _ = write!(
                         tables_html,
-                        "<h3 data-artifact=\"{}\">{caption} · {} rows</h3><table>",
+                        "{head_open} data-artifact=\"{}\">{caption} · {} rows{head_close}<table>",
                         entry.digest.hex(),
                         lines.len().saturating_sub(1)
                     );
@@ -319,13 +451,14 @@ pub fn render(p: &Pipeline, store: &Store, states: &[State]) -> Result<String, S
                         }
                         tables_html.push_str("</tr>");
                     }
-                    tables_html.push_str("</table>\n");
+                    let _ = writeln!(tables_html, "</table>{block_close}");
                 }
                 "md" | "txt" => {
                     let Some(text) = read_text()? else { continue };
                     let _ = writeln!(
                         tables_html,
-                        "<h3 data-artifact=\"{}\">{caption}</h3><pre>{}</pre>",
+                        "{head_open} data-artifact=\"{}\">{caption}{head_close}<pre>{}</pre>\
+                         {block_close}",
                         entry.digest.hex(),
                         html(&text)
                     );
@@ -336,9 +469,17 @@ pub fn render(p: &Pipeline, store: &Store, states: &[State]) -> Result<String, S
     }
     let _ = writeln!(
         s,
-        "<section id=\"numbers\"><h2>Key numbers</h2>{numbers_html}</section>\n\
+        "<section id=\"numbers\"><h2>Key numbers</h2>{}{numbers_html}</section>\n\
          <section id=\"figures\"><h2>Figures</h2>{figures_html}</section>\n\
-         <section id=\"tables\"><h2>Tables</h2>{tables_html}</section>"
+         <section id=\"tables\"><h2>Tables</h2>{tables_html}</section>",
+        if headlines_html.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<table id=\"headlines\"><tr><th>instance</th><th>quantity</th><th>value</th></tr>\
+                 {headlines_html}</table>"
+            )
+        }
     );
     s.push_str("</body></html>\n");
     Ok(s)
@@ -363,6 +504,24 @@ mod tests {
         assert_eq!(csv_fields("a,\"b,c\",d"), ["a", "b,c", "d"]);
         assert_eq!(csv_fields("\"say \"\"hi\"\"\",2"), ["say \"hi\"", "2"]);
         assert_eq!(csv_fields(""), [""]);
+    }
+
+    #[test]
+    fn headlines_pick_the_declared_fields_of_the_stage() {
+        let v = serde_json::json!({"rule_a": {"set": {"tokens": 2212}},
+                                   "rule_b": {"set": {"tokens": 2221}, "void_found": true,
+                                              "largest_gap": {"ratio": 1.53}}});
+        let rows = headlines("w.dead_sets", &v);
+        assert_eq!(
+            rows,
+            [
+                ("dead set, rule A (tokens)", "2212".to_string()),
+                ("dead set, rule B (tokens)", "2221".to_string()),
+                ("rule B found a void", "true".to_string()),
+                ("gap: ratio", "1.53".to_string())
+            ]
+        );
+        assert!(headlines("w.norms", &v).is_empty());
     }
 
     #[test]
