@@ -6,6 +6,7 @@
 //! found dirty stages; 2 invalid pipeline or usage; 130 interrupted; 101 internal bug (panic).
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -108,12 +109,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
-    /// Write one self-contained HTML page of the pipeline's latest results: the graph, every
-    /// stage's state and timing, key numbers, every figure and table (no network needed).
+    /// Bring the pipeline's `report.html` stage up to date (one gathering every output is added
+    /// if none is declared) and write its self-contained HTML page with this run's states,
+    /// timings and cache hits added: the graph, key numbers, every figure and table, decoded dead
+    /// tokens (no network needed).
     Report {
         /// Where to write the page (default: out/report.html next to the pipeline file).
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
+        /// Stages to run at once while bringing the report up to date (default: the number of
+        /// cores).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
     },
     /// Inspect an artifact by digest prefix or `stage.output`, without reading its data.
     Show { artifact: String },
@@ -252,7 +259,11 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
             cache_show(&store, None, artifact, printer)
         }
         _ => {
-            let pipeline = load_pipeline(cli, &registry)?;
+            let pipeline = if matches!(cli.command, Command::Report { .. }) {
+                spec::load_for_report(&cli.pipeline, &registry).map_err(invalid_pipeline)?
+            } else {
+                load_pipeline(cli, &registry)?
+            };
             let store = open_store(cli, Some(&pipeline));
             let settings = Settings {
                 device_override: cli.device.clone(),
@@ -272,11 +283,7 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                     for i in forced_sel {
                         forced[i] = true;
                     }
-                    let jobs = jobs.unwrap_or_else(|| {
-                        std::thread::available_parallelism()
-                            .map(|n| n.get())
-                            .unwrap_or(1)
-                    });
+                    let jobs = jobs.unwrap_or_else(default_jobs);
                     let opts = RunOptions {
                         targets,
                         forced,
@@ -299,9 +306,14 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                     printer.out_raw(&crate::dag::render(&pipeline, *format));
                     Ok(ExitCode::SUCCESS)
                 }
-                Command::Report { output } => {
-                    report(&pipeline, &store, &settings, output.as_deref(), printer)
-                }
+                Command::Report { output, jobs } => report(
+                    &pipeline,
+                    &store,
+                    settings,
+                    output.as_deref(),
+                    jobs.unwrap_or_else(default_jobs),
+                    printer,
+                ),
                 Command::Show { artifact } => {
                     show::show(&store, Some(&pipeline), artifact, printer)
                         .map(|()| ExitCode::SUCCESS)
@@ -329,16 +341,25 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
 }
 
 fn load_pipeline(cli: &Cli, registry: &Registry) -> Result<Pipeline, Fail> {
-    spec::load(&cli.pipeline, registry).map_err(|inv| {
-        let mut msg = inv.render();
-        if !msg.starts_with("error:") {
-            msg = format!("error: {msg}");
-        }
-        Fail {
-            code: 2,
-            message: msg,
-        }
-    })
+    spec::load(&cli.pipeline, registry).map_err(invalid_pipeline)
+}
+
+fn invalid_pipeline(inv: spec::Invalid) -> Fail {
+    let mut msg = inv.render();
+    if !msg.starts_with("error:") {
+        msg = format!("error: {msg}");
+    }
+    Fail {
+        code: 2,
+        message: msg,
+    }
+}
+
+/// Stages run at once by default: one per core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn open_store(cli: &Cli, pipeline: Option<&Pipeline>) -> Store {
@@ -411,6 +432,11 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
         message: e.to_string(),
     })?;
     let mut lock = lockfile::build(pipeline, &summary.records);
+    lock.stages.retain(|name, _| {
+        pipeline
+            .instance(name)
+            .is_none_or(|i| !pipeline.implicit.contains(&pipeline.instances[i].stage))
+    });
     // Instances this run did not bring up to date keep their previous entry (as with a partial
     // `run STAGE`); instances no longer in the pipeline drop out.
     if let Ok(Some(old)) = lockfile::read(&lockfile::path_for(pipeline)) {
@@ -489,40 +515,91 @@ fn plan_states(
 fn report(
     pipeline: &Pipeline,
     store: &Store,
-    settings: &Settings,
+    settings: Settings,
     output: Option<&Path>,
+    jobs: usize,
     printer: &Printer,
 ) -> CmdResult {
-    let states = plan_states(pipeline, store, settings, printer)?;
-    let page = crate::report::render(pipeline, store, &states).map_err(|e| Fail {
-        code: 1,
-        message: e,
+    let targets = crate::report::report_instances(pipeline);
+    let Some(&page_instance) = targets.first() else {
+        return Err(failure(
+            "this build has no `report.html` stage (built without the `builtin-stages` feature)",
+        ));
+    };
+    let before = plan_states(pipeline, store, &settings, printer)?;
+    let opts = RunOptions {
+        targets: targets.clone(),
+        forced: vec![false; pipeline.instances.len()],
+        jobs,
+        keep_going: false,
+        lock_timeout: Duration::from_secs(3600),
+        settings: settings.clone(),
+        replay_logs: false,
+        verbose: false,
+    };
+    let code = run(pipeline, store, &opts, printer)?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let after = plan_states(pipeline, store, &settings, printer)?;
+    let inst = &pipeline.instances[page_instance];
+    let entry = after[page_instance]
+        .record()
+        .and_then(|r| r.outputs.get("report"))
+        .ok_or_else(|| {
+            failure(format!(
+                "`{}` has no `report` output after the run; run `azimuth run {}` to see why",
+                inst.name, inst.name
+            ))
+        })?;
+    let page = std::fs::read_to_string(store.object_path(&entry.digest)).map_err(|e| {
+        failure(format!(
+            "cannot read the page of `{}` from the cache ({}): {e}; `azimuth cache verify` checks \
+             the store",
+            inst.name, entry.digest
+        ))
     })?;
+    let page = crate::report::splice(
+        &page,
+        &crate::report::run_section(pipeline, &before, &after),
+    );
     let dest = match output {
         Some(p) => p.to_path_buf(),
         None => pipeline.root.join("out").join("report.html"),
     };
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Fail {
-            code: 1,
-            message: format!("cannot create `{}` for the report: {e}", dir.display()),
+        std::fs::create_dir_all(dir).map_err(|e| {
+            failure(format!(
+                "cannot create `{}` for the report: {e}",
+                dir.display()
+            ))
         })?;
     }
-    crate::fsutil::write_atomic(&dest, page.as_bytes()).map_err(|e| Fail {
-        code: 1,
-        message: format!("cannot write the report to `{}`: {e}", dest.display()),
+    crate::fsutil::write_atomic(&dest, page.as_bytes()).map_err(|e| {
+        failure(format!(
+            "cannot write the report to `{}`: {e}",
+            dest.display()
+        ))
     })?;
-    let dirty = states.iter().filter(|s| s.label() == "dirty").count();
-    printer.out_raw(&format!(
-        "wrote {} ({} bytes){}\n",
+    let mut note = format!(
+        "wrote {} ({} bytes): the page of `{}` ({}) with this run added",
         dest.display(),
         page.len(),
-        if dirty > 0 {
-            format!("; {dirty} dirty instances have no results in it (run `azimuth run` first)")
-        } else {
-            String::new()
-        }
-    ));
+        inst.name,
+        entry.digest.short()
+    );
+    if targets.len() > 1 {
+        let others: Vec<&str> = targets[1..]
+            .iter()
+            .map(|&i| pipeline.instances[i].name.as_str())
+            .collect();
+        let _ = write!(
+            note,
+            "; the other report stages ({}) are in their out/ directories",
+            others.join(", ")
+        );
+    }
+    printer.out_raw(&format!("{note}\n"));
     Ok(ExitCode::SUCCESS)
 }
 

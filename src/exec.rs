@@ -766,6 +766,27 @@ fn start(
             progress.to_string_lossy().into_owned(),
         ),
     ]);
+    // The provenance the stage reads, completed with the digests of the artifacts it receives.
+    let provenance = inst.provenance.clone().map(|mut prov| {
+        for input in &inst.inputs {
+            let Some(sources) = prov.inputs.get_mut(&input.port) else {
+                continue;
+            };
+            for (src, s) in input.sources.iter().zip(sources.iter_mut()) {
+                if let InputSource::Upstream { instance, output } = src {
+                    if let Some(entry) = summary
+                        .records
+                        .get(instance)
+                        .and_then(|r| r.outputs.get(output))
+                    {
+                        s.digest = Some(entry.digest.to_string());
+                        s.size = Some(entry.size);
+                    }
+                }
+            }
+        }
+        prov
+    });
     let job = Job {
         format: JOB_FORMAT,
         instance: inst.name.clone(),
@@ -777,6 +798,7 @@ fn start(
         device,
         threads: threads as usize,
         env,
+        provenance,
     };
     let job_path = staging.dir.join("job.json");
     fs::write(

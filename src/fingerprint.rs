@@ -41,6 +41,11 @@ pub struct KeyRecord {
     pub env: BTreeMap<String, Option<String>>,
     /// `libtorch`, `device`: facts about the toolchain that change outputs.
     pub toolchain: BTreeMap<String, String>,
+    /// For stages that read it: the provenance of the inputs and the stage graph (see
+    /// `azimuth_stage_api::provenance`), without digests. Encoded only when present, so the keys
+    /// of every other stage do not depend on this field existing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Json>,
 }
 
 /// Length-prefixed canonical encoder: every field is `tag, u64 length, bytes`.
@@ -113,6 +118,9 @@ impl KeyRecord {
             e.field("name", k.as_bytes());
             e.field("value", v.as_bytes());
         }
+        if let Some(p) = &self.provenance {
+            e.field("provenance", canonical_json(p).as_bytes());
+        }
         e.0
     }
 
@@ -180,6 +188,10 @@ pub enum Reason {
         output: String,
         object: Digest,
     },
+    /// The provenance a report-like stage reads changed: `what` says which part.
+    ProvenanceChanged {
+        what: String,
+    },
     /// The key differs from the last run's, but no ingredient did (a record was removed).
     NoRecord,
 }
@@ -218,6 +230,7 @@ impl Reason {
             Reason::ToolchainChanged { .. } => "toolchain-changed",
             Reason::CachedOutputMissing { .. } => "cached-output-missing",
             Reason::OutputModifiedInPlace { .. } => "output-modified-in-place",
+            Reason::ProvenanceChanged { .. } => "provenance-changed",
             Reason::NoRecord => "no-record",
         }
     }
@@ -252,6 +265,7 @@ impl Reason {
             Reason::OutputModifiedInPlace { output, .. } => {
                 format!("output `{output}` was edited in place in the workspace, which also changed its cached copy")
             }
+            Reason::ProvenanceChanged { what } => format!("{what} changed"),
             Reason::NoRecord => {
                 "no run record for this key (the cache was cleared or collected)".into()
             }
@@ -358,6 +372,29 @@ pub fn diff(old: &KeyRecord, new: &KeyRecord) -> Vec<Reason> {
             });
         }
     }
+    if old.provenance != new.provenance {
+        let part = |k: &str| {
+            (
+                old.provenance.as_ref().and_then(|p| p.get(k)),
+                new.provenance.as_ref().and_then(|p| p.get(k)),
+            )
+        };
+        let (ga, gb) = part("graph");
+        let (ia, ib) = part("inputs");
+        let mut what = Vec::new();
+        if ga != gb {
+            what.push("the pipeline's stage graph");
+        }
+        if ia != ib {
+            what.push("where its inputs come from (instances or outputs)");
+        }
+        if what.is_empty() {
+            what.push("the provenance of its inputs");
+        }
+        r.push(Reason::ProvenanceChanged {
+            what: what.join(" and "),
+        });
+    }
     r
 }
 
@@ -380,6 +417,7 @@ mod tests {
             outputs: BTreeMap::from([("b".to_string(), "b.txt".to_string())]),
             env: BTreeMap::from([("SEED".to_string(), Some("1".to_string()))]),
             toolchain: BTreeMap::new(),
+            provenance: None,
         }
     }
 
@@ -494,6 +532,14 @@ mod tests {
                 },
                 "toolchain-changed",
             ),
+            (
+                {
+                    let mut k = b.clone();
+                    k.provenance = Some(json!({"graph": {}, "inputs": {"a": [{"path": "x"}]}}));
+                    k
+                },
+                "provenance-changed",
+            ),
         ];
         for (changed, tag) in cases {
             assert_ne!(changed.key(), b.key(), "{tag} must change the key");
@@ -513,6 +559,25 @@ mod tests {
         };
         assert_ne!(v.key(), v2.key());
         assert_eq!(diff(&v, &v2)[0].sentence(), "stage `x` version 1 → 2");
+    }
+
+    /// A record without provenance keeps the key it had before the field existed, and a change
+    /// of provenance says which part moved.
+    #[test]
+    fn provenance_is_optional_and_explained() {
+        let b = base();
+        let mut e = super::Encoder(Vec::new());
+        e.field("azimuth-key", &b.format.to_le_bytes());
+        assert!(b.encode().starts_with(&e.0));
+        assert!(!String::from_utf8_lossy(&b.encode()).contains("provenance"));
+        let mut p = b.clone();
+        p.provenance = Some(json!({"graph": {"nodes": []}, "inputs": {"a": []}}));
+        let mut q = p.clone();
+        q.provenance = Some(json!({"graph": {"nodes": [1]}, "inputs": {"a": []}}));
+        assert_ne!(p.key(), q.key());
+        assert_eq!(diff(&p, &q)[0].sentence(), "the pipeline's stage graph changed");
+        let s = serde_json::to_string(&b).unwrap();
+        assert!(!s.contains("provenance"), "absent provenance is not serialized: {s}");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct LockedStage {
     pub env: BTreeMap<String, Option<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub toolchain: BTreeMap<String, String>,
+    /// Digest of the provenance a report-like stage read (its key ingredient), not the
+    /// provenance itself, which repeats the pipeline's graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Digest>,
     pub outputs: BTreeMap<String, LockedOutput>,
 }
 
@@ -87,6 +91,9 @@ pub fn build(pipeline: &Pipeline, records: &BTreeMap<usize, RunRecord>) -> LockF
                 inputs: ing.inputs.clone(),
                 env: ing.env.clone(),
                 toolchain: ing.toolchain.clone(),
+                provenance: ing.provenance.as_ref().map(|p| {
+                    Digest::of_bytes(crate::fingerprint::canonical_json(p).as_bytes())
+                }),
                 outputs: r
                     .outputs
                     .iter()
@@ -153,6 +160,7 @@ mod tests {
                     inputs: BTreeMap::new(),
                     env: BTreeMap::new(),
                     toolchain: BTreeMap::from([("device".to_string(), "cpu".to_string())]),
+                    provenance: None,
                     outputs: BTreeMap::from([(
                         "tensor".to_string(),
                         LockedOutput {

@@ -139,6 +139,10 @@ pub fn ingredients(
             .map(|e| (e.clone(), std::env::var(e).ok()))
             .collect(),
         toolchain,
+        provenance: inst
+            .provenance
+            .as_ref()
+            .map(|p| serde_json::to_value(p).expect("provenance serializes")),
     })
 }
 

@@ -65,6 +65,9 @@ pub struct Builtin {
     pub params: Vec<ParamSchema>,
     pub uses_torch: bool,
     pub device_dependent: bool,
+    /// Receives the provenance of its inputs (which enters its key); see
+    /// `azimuth_stage_api::provenance`.
+    pub reads_provenance: bool,
 }
 
 /// The set of built-in stages available in this build.
@@ -154,6 +157,7 @@ fn adapt(s: &azimuth_stage_api::StageSpec) -> Builtin {
             .collect(),
         uses_torch: s.uses_torch,
         device_dependent: s.device_dependent,
+        reads_provenance: s.reads_provenance,
     }
 }
 

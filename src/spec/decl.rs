@@ -69,6 +69,10 @@ pub enum RefDecl {
     Path {
         path: String,
     },
+    /// `"*"`: every output of every other stage (for a report that gathers a whole pipeline).
+    Everything {
+        span: Span,
+    },
     /// `{hf: ORG/NAME, revision: REV}`: a model in the local Hugging Face cache.
     Hf {
         repo: String,
@@ -691,12 +695,16 @@ fn read_ref(n: &Node) -> Result<RefDecl, Diagnostic> {
             n.span,
         ));
     };
-    parse_ref(text).map_err(|m| Diagnostic::new(m, n.span).hint("write `stage.output`, `stage[key=value].output`, `stage[*].output`, `{path: file}` or `{hf: ORG/NAME}`")).map(
+    if text.trim() == "*" {
+        return Ok(RefDecl::Everything { span: n.span });
+    }
+    parse_ref(text).map_err(|m| Diagnostic::new(m, n.span).hint("write `stage.output`, `stage[key=value].output`, `stage[*].output`, `stage.*` (all its outputs), `\"*\"` (every stage's outputs), `{path: file}` or `{hf: ORG/NAME}`")).map(
         |(stage, selector, output)| RefDecl::Stage { stage, selector, output, span: n.span },
     )
 }
 
-/// Parses `stage.output`, `stage[k=v,...].output` or `stage[*].output`.
+/// Parses `stage.output`, `stage[k=v,...].output` or `stage[*].output`; the output `*` means all
+/// of the stage's outputs.
 pub fn parse_ref(text: &str) -> Result<(String, SelectorDecl, String), String> {
     let bad = || format!("`{text}` is not a reference to a stage output");
     let (head, output) = text.rsplit_once('.').ok_or_else(bad)?;
@@ -722,7 +730,7 @@ pub fn parse_ref(text: &str) -> Result<(String, SelectorDecl, String), String> {
             (head[..i].to_string(), sel)
         }
     };
-    if !valid_name(&stage) || !valid_name(output) {
+    if !valid_name(&stage) || !(valid_name(output) || output == "*") {
         return Err(bad());
     }
     Ok((stage, selector, output.to_string()))

@@ -40,6 +40,9 @@ pub struct Pipeline {
     pub params: BTreeMap<String, Json>,
     /// Instances in a topological order (every upstream before its consumers).
     pub instances: Vec<Instance>,
+    /// Stages azimuth added that the file does not declare (the implicit report of
+    /// `azimuth report`); they stay out of `pipeline.lock`.
+    pub implicit: Vec<String>,
 }
 
 /// One runnable unit: a stage, or one point of a stage's sweep.
@@ -66,6 +69,9 @@ pub struct Instance {
     pub device: Option<String>,
     pub uses_torch: bool,
     pub device_dependent: bool,
+    /// For built-ins that read it: where each input comes from and the stage graph (digests are
+    /// filled in when the job is written). Enters the key.
+    pub provenance: Option<azimuth_stage_api::provenance::Provenance>,
     pub span: Span,
 }
 
@@ -193,8 +199,22 @@ pub(crate) fn plural(n: usize, word: &str) -> String {
     }
 }
 
+/// The name of the `report.html` stage `azimuth report` adds to a pipeline that declares none.
+pub const IMPLICIT_REPORT: &str = "azimuth-report";
+
 /// Reads and validates a pipeline file.
 pub fn load(file: &Path, registry: &Registry) -> Result<Pipeline, Invalid> {
+    load_with(file, registry, false)
+}
+
+/// Reads and validates a pipeline file for `azimuth report`: when no stage uses `report.html`,
+/// adds one named [`IMPLICIT_REPORT`] that gathers every output (`artifacts: "*"`); it is listed
+/// in [`Pipeline::implicit`] and left out of `pipeline.lock`.
+pub fn load_for_report(file: &Path, registry: &Registry) -> Result<Pipeline, Invalid> {
+    load_with(file, registry, true)
+}
+
+fn load_with(file: &Path, registry: &Registry, add_report: bool) -> Result<Pipeline, Invalid> {
     let shown = file.display().to_string();
     let source = std::fs::read_to_string(file).map_err(|e| Invalid {
         file: shown.clone(),
@@ -215,7 +235,7 @@ pub fn load(file: &Path, registry: &Registry) -> Result<Pipeline, Invalid> {
         })
         .unwrap_or(Path::new("."));
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    from_source(file, &root, source, registry)
+    from_source_with(file, &root, source, registry, add_report)
 }
 
 /// Validates pipeline text; `file` is only used in messages, `root` anchors relative paths.
@@ -224,6 +244,17 @@ pub fn from_source(
     root: &Path,
     source: String,
     registry: &Registry,
+) -> Result<Pipeline, Invalid> {
+    from_source_with(file, root, source, registry, false)
+}
+
+/// [`from_source`], optionally adding the implicit report stage (see [`load_for_report`]).
+pub fn from_source_with(
+    file: &Path,
+    root: &Path,
+    source: String,
+    registry: &Registry,
+    add_report: bool,
 ) -> Result<Pipeline, Invalid> {
     let shown = file.display().to_string();
     let invalid = |source: String, diagnostics| Invalid {
@@ -236,19 +267,127 @@ pub fn from_source(
         Err(e) => return Err(invalid(source, vec![Diagnostic::new(e.message, e.span)])),
     };
     let mut diags = Vec::new();
-    let decls = decl::read(&tree, registry, &mut diags);
+    let mut decls = decl::read(&tree, registry, &mut diags);
+    let mut implicit = Vec::new();
+    let declares_report = decls.stages.iter().any(
+        |s| matches!(&s.body, decl::DeclBody::Builtin { uses } if uses == "report.html"),
+    );
+    if add_report && !declares_report && registry.find("report.html").is_some() {
+        let mut name = IMPLICIT_REPORT.to_string();
+        while decls.stages.iter().any(|s| s.name == name) {
+            name.push('_');
+        }
+        decls.stages.push(decl::StageDecl {
+            name: name.clone(),
+            name_span: Span::default(),
+            body: decl::DeclBody::Builtin {
+                uses: "report.html".into(),
+            },
+            kind: None,
+            inputs: vec![decl::InputDecl {
+                port: "artifacts".into(),
+                port_span: Span::default(),
+                refs: vec![decl::RefDecl::Everything {
+                    span: Span::default(),
+                }],
+            }],
+            outputs: Vec::new(),
+            outputs_span: None,
+            params: Vec::new(),
+            sweep: None,
+            env: Vec::new(),
+            resources: Resources::default(),
+            device: None,
+        });
+        implicit.push(name);
+    }
     let resolved = resolve::resolve(&decls, registry, &mut diags);
     if !diags.is_empty() {
         diags.sort_by_key(|d| d.span.map(|s| (s.line, s.col)).unwrap_or((usize::MAX, 0)));
         return Err(invalid(source, diags));
     }
-    Ok(Pipeline {
+    let mut pipeline = Pipeline {
         file: file.to_path_buf(),
         root: root.to_path_buf(),
         source,
         params: decls.params_values(),
         instances: resolved,
-    })
+        implicit,
+    };
+    let wants: Vec<usize> = (0..pipeline.instances.len())
+        .filter(|&i| {
+            matches!(&pipeline.instances[i].body, Body::Builtin { name, .. }
+                if registry.find(name).is_some_and(|b| b.reads_provenance))
+        })
+        .collect();
+    if !wants.is_empty() {
+        let graph = crate::dag::stage_graph(&pipeline);
+        for i in wants {
+            let p = provenance_of(&pipeline, i, &graph);
+            pipeline.instances[i].provenance = Some(p);
+        }
+    }
+    Ok(pipeline)
+}
+
+/// The provenance of instance `i`'s inputs (without digests) and the pipeline's stage graph.
+fn provenance_of(
+    p: &Pipeline,
+    i: usize,
+    graph: &azimuth_stage_api::graph::StageGraph,
+) -> azimuth_stage_api::provenance::Provenance {
+    use azimuth_stage_api::provenance::{Provenance, Source};
+    let inst = &p.instances[i];
+    let inputs = inst
+        .inputs
+        .iter()
+        .map(|input| {
+            let sources = input
+                .sources
+                .iter()
+                .map(|s| match s {
+                    InputSource::External { path } => Source {
+                        path: path.clone(),
+                        ..Source::default()
+                    },
+                    InputSource::Upstream { instance, output } => {
+                        let up = &p.instances[*instance];
+                        let file = up
+                            .outputs
+                            .iter()
+                            .find(|o| &o.name == output)
+                            .map_or(output.as_str(), |o| o.path.as_str());
+                        let dir = p.out_dir(*instance);
+                        Source {
+                            instance: Some(up.name.clone()),
+                            stage: Some(up.stage.clone()),
+                            uses: Some(match &up.body {
+                                Body::Builtin { name, .. } => name.clone(),
+                                Body::Cmd { argv } => format!(
+                                    "cmd {}",
+                                    argv.first().map(String::as_str).unwrap_or("")
+                                ),
+                            }),
+                            output: Some(output.clone()),
+                            path: format!("{}/{file}", dir.display()),
+                            instances: p.instances.iter().filter(|j| j.stage == up.stage).count(),
+                            digest: None,
+                            size: None,
+                        }
+                    }
+                })
+                .collect();
+            (input.port.clone(), sources)
+        })
+        .collect();
+    Provenance {
+        pipeline: p
+            .file
+            .file_name()
+            .map_or_else(|| p.file.display().to_string(), |f| f.to_string_lossy().into_owned()),
+        graph: graph.clone(),
+        inputs,
+    }
 }
 
 #[cfg(test)]

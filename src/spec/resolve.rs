@@ -6,7 +6,9 @@
 //! - Binding rule for a reference `up.out` from a consumer: sweep keys of `up` that the consumer
 //!   also sweeps are bound to the consumer's values (pairing); the other keys are gathered (the
 //!   input receives every matching instance, in `up`'s order). `up[k=v].out` pins keys, and
-//!   `up[*].out` gathers all instances. A gather into a single-artifact built-in port is an error.
+//!   `up[*].out` gathers all instances. `up.*` takes every output of the chosen instances, and
+//!   the reference `"*"` every output of every other stage (each becomes upstream, so nothing may
+//!   consume such a stage). A gather into a single-artifact built-in port is an error.
 //! - `${name}` in params, sweep values and `cmd` interpolates a global param: alone it keeps the
 //!   param's type, inside a longer string it is formatted; `$$` is a literal `$`.
 
@@ -109,6 +111,11 @@ pub fn resolve(decls: &Decls, registry: &Registry, diags: &mut Vec<Diagnostic>) 
     for (ci, s) in decls.stages.iter().enumerate() {
         for input in &s.inputs {
             for r in &input.refs {
+                if let RefDecl::Everything { span } = r {
+                    for (ui, _) in decls.stages.iter().enumerate().filter(|(ui, _)| *ui != ci) {
+                        graph.update_edge(nodes[ui], nodes[ci], *span);
+                    }
+                }
                 if let RefDecl::Stage { stage, span, .. } = r {
                     match by_name.get(stage.as_str()) {
                         Some(&ui) => {
@@ -710,6 +717,18 @@ fn build_instance(
                 RefDecl::Path { path, .. } => {
                     sources.push(InputSource::External { path: path.clone() })
                 }
+                RefDecl::Everything { .. } => {
+                    // Every instance built so far (all other stages: each is upstream of this
+                    // one), every output, in pipeline order.
+                    for (u, up) in instances.iter().enumerate() {
+                        if up.stage != s.name {
+                            sources.extend(up.outputs.iter().map(|o| InputSource::Upstream {
+                                instance: u,
+                                output: o.name.clone(),
+                            }));
+                        }
+                    }
+                }
                 RefDecl::Hf {
                     repo,
                     revision,
@@ -749,7 +768,7 @@ fn build_instance(
                     };
                     let Some(&first) = ups.first() else { continue };
                     let up = &instances[first];
-                    if !up.outputs.iter().any(|o| &o.name == output) {
+                    if output != "*" && !up.outputs.iter().any(|o| &o.name == output) {
                         let d = Diagnostic::new(format!("stage `{stage}` has no output `{output}` (input `{}` of stage `{}`)", decl.port, s.name), *span);
                         diags.push(
                             match did_you_mean(output, up.outputs.iter().map(|o| o.name.as_str())) {
@@ -830,10 +849,21 @@ fn build_instance(
                             )),
                         );
                     }
-                    sources.extend(chosen.into_iter().map(|u| InputSource::Upstream {
-                        instance: u,
-                        output: output.clone(),
-                    }));
+                    for u in chosen {
+                        if output == "*" {
+                            sources.extend(instances[u].outputs.iter().map(|o| {
+                                InputSource::Upstream {
+                                    instance: u,
+                                    output: o.name.clone(),
+                                }
+                            }));
+                        } else {
+                            sources.push(InputSource::Upstream {
+                                instance: u,
+                                output: output.clone(),
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -937,6 +967,7 @@ fn build_instance(
         device,
         uses_torch: builtin.is_some_and(|b| b.uses_torch),
         device_dependent: builtin.is_some_and(|b| b.device_dependent),
+        provenance: None,
         span: s.name_span,
     })
 }

@@ -222,3 +222,68 @@ fn a_builtin_may_pair_on_a_sweep_key_it_does_not_take() {
     let err = with_builtins(&typo).unwrap_err().render();
     assert!(err.contains("unknown param `sdt`"), "{err}");
 }
+
+/// `stage.*` takes every output of the chosen instances; `"*"` every output of every other stage,
+/// which makes them all upstream (so consuming such a stage is a cycle).
+#[test]
+fn star_references_gather_outputs() {
+    let p = load(
+        r#"
+stages:
+  a:
+    matrix: {k: [1, 2]}
+    cmd: [a, "${outputs.x}", "${outputs.y}"]
+    outputs: {x: x.txt, y: y.txt}
+  b:
+    cmd: [b, "${inputs.all}", "${outputs.z}"]
+    inputs: {all: "a[*].*"}
+    outputs: {z: z.txt}
+  everything:
+    cmd: [r, "${inputs.in}", "${outputs.page}"]
+    inputs: {in: "*"}
+    outputs: {page: page.html}
+"#,
+    );
+    let outputs = |name: &str, port: &str| -> Vec<String> {
+        let i = &p.instances[p.instance(name).unwrap()];
+        i.inputs
+            .iter()
+            .find(|x| x.port == port)
+            .unwrap()
+            .sources
+            .iter()
+            .map(|s| match s {
+                InputSource::Upstream { instance, output } => {
+                    format!("{}.{output}", p.instances[*instance].name)
+                }
+                InputSource::External { path } => path.clone(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        outputs("b", "all"),
+        ["a[k=1].x", "a[k=1].y", "a[k=2].x", "a[k=2].y"]
+    );
+    assert_eq!(
+        outputs("everything", "in"),
+        ["a[k=1].x", "a[k=1].y", "a[k=2].x", "a[k=2].y", "b.z"]
+    );
+    assert_eq!(names(&p).last(), Some(&"everything"));
+    let e = errors(
+        r#"
+stages:
+  a:
+    cmd: [a, "${outputs.x}"]
+    outputs: {x: x.txt}
+  all:
+    cmd: [r, "${inputs.in}", "${outputs.page}"]
+    inputs: {in: "*"}
+    outputs: {page: page.html}
+  after:
+    cmd: [c, "${inputs.p}", "${outputs.q}"]
+    inputs: {p: all.page}
+    outputs: {q: q.txt}
+"#,
+    );
+    assert!(e.contains("cycle"), "{e}");
+}

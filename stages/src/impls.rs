@@ -31,6 +31,7 @@ pub(crate) fn dispatch(name: &str, ctx: &StageContext) -> Result<(), StageError>
         crate::corpus::dispatch,
         crate::movie::dispatch,
         crate::sim::dispatch,
+        crate::report::dispatch,
     ];
     if let Some(result) = families.iter().find_map(|f| f(name, ctx)) {
         return result;

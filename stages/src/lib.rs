@@ -30,6 +30,7 @@ pub mod lattice;
 pub mod movie;
 #[doc(hidden)]
 pub mod params;
+mod report;
 mod sim;
 mod tensor;
 #[doc(hidden)]

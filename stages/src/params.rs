@@ -22,7 +22,13 @@ impl<'a> Params<'a> {
     /// Wraps `ctx` for the stage `spec`, rejecting params the stage does not declare.
     pub fn new(spec: &'static StageSpec, ctx: &'a StageContext) -> Result<Self, StageError> {
         let p = Params { spec, ctx };
-        if let Some(unknown) = ctx.params.keys().find(|k| spec.param(k).is_none()) {
+        let passed_by_azimuth =
+            |k: &str| spec.reads_provenance && k == azimuth_stage_api::provenance::PARAM;
+        if let Some(unknown) = ctx
+            .params
+            .keys()
+            .find(|k| spec.param(k).is_none() && !passed_by_azimuth(k))
+        {
             let known: Vec<String> = spec
                 .params
                 .iter()

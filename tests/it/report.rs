@@ -1,8 +1,11 @@
-//! `azimuth report` as a user sees it: a small pipeline whose stages write real PNG plots, CSV
-//! tables, JSON summaries and Markdown is run, the report is written, and the page is checked
-//! both as HTML and in a real headless Chromium (Debian's `chromium`, which `scripts/test.sh`
+//! The report as a user sees it. `azimuth report` on a small pipeline whose command stages write
+//! real PNG plots, CSV tables, JSON summaries and Markdown (it adds the `report.html` stage the
+//! pipeline does not declare, runs everything, and writes the page with this run added), checked
+//! as HTML and in a real headless Chromium (Debian's `chromium`, which `scripts/test.sh`
 //! installs): every section is present, every image decodes, and a corrupt PNG is reported as
-//! broken by the page itself.
+//! broken by the page itself. Then a declared `report.html` stage over real built-in stages (W
+//! analysis, decoded dead tokens, simulations): its numbers against a snapshot, byte-identical
+//! re-runs, and a re-run when an upstream stage is renamed (its provenance is in the key).
 
 use crate::support::Project;
 
@@ -78,24 +81,34 @@ fn report_shows_every_section_figure_and_table_in_a_real_browser() {
     let p = Project::new();
     p.file("writer.py", WRITER);
     p.pipeline(&pipeline(false));
-    p.run(&["run"]).ok();
     let r = p.run(&["report"]).ok();
     assert!(r.stdout.contains("out/report.html"), "{}", r.stdout);
     let html = p.read("out/report.html");
-    for id in ["summary", "dag", "stages", "numbers", "figures", "tables"] {
+    for id in [
+        "summary", "run", "dag", "numbers", "figures", "tables", "sources",
+    ] {
         assert!(
             html.contains(&format!("<section id=\"{id}\">")),
             "section {id}"
         );
     }
-    assert!(html.contains("2 instances of 1 stages: <span class=\"fresh\">2 fresh</span>"));
-    // The graph folds the sweep; both instances are listed with their state.
+    // This run: the two sweep points and the added report stage all ran now.
+    assert!(
+        html.contains("3 instances: <span class=\"fresh\">0 cache hits</span>"),
+        "{html}"
+    );
+    assert!(html.contains("<span class=\"ran\">3 ran now</span>"));
+    assert!(html.contains("ran now: never run"));
+    // The graph folds the sweep and shows the added stage.
     assert!(html.contains("data-stage=\"plots\" data-instances=\"2\""));
+    assert!(html.contains("data-stage=\"azimuth-report\""));
     assert!(html.contains("<code>plots[n=1]</code>") && html.contains("<code>plots[n=2]</code>"));
-    // Every figure is inline and captioned with the digest of its artifact.
+    // Every figure is inline and captioned with the digest of its artifact; the added stage is
+    // not in pipeline.lock.
     assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 2);
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
     let lock = p.read("pipeline.lock");
+    assert!(!lock.contains("azimuth-report"), "{lock}");
     let lines: Vec<&str> = lock.lines().map(str::trim).collect();
     let digests: Vec<&str> = lines
         .windows(2)
@@ -105,7 +118,7 @@ fn report_shows_every_section_figure_and_table_in_a_real_browser() {
     assert_eq!(digests.len(), 2, "{lock}");
     for d in digests {
         assert!(
-            html.contains(&format!("data-artifact=\"{d}\"")),
+            html.contains(&format!("<figure data-artifact=\"{d}\">")),
             "figure {d}"
         );
     }
@@ -117,6 +130,9 @@ fn report_shows_every_section_figure_and_table_in_a_real_browser() {
         html.contains("&lt;b&gt;escaped&lt;/b&gt;"),
         "Markdown is shown as text"
     );
+    // Every artifact is listed with its digest and how it is shown.
+    assert_eq!(html.matches("<td>figure</td>").count(), 2);
+    assert_eq!(html.matches("<td>numbers</td>").count(), 2);
 
     if let Some(dom) = browser_dom(&p.path().join("out/report.html")) {
         assert!(
@@ -124,7 +140,9 @@ fn report_shows_every_section_figure_and_table_in_a_real_browser() {
             "{}",
             &dom[..dom.len().min(600)]
         );
-        for id in ["summary", "dag", "stages", "numbers", "figures", "tables"] {
+        for id in [
+            "summary", "run", "dag", "numbers", "figures", "tables", "sources",
+        ] {
             assert!(
                 dom.contains(&format!("id=\"{id}\"")),
                 "rendered section {id}"
@@ -132,6 +150,18 @@ fn report_shows_every_section_figure_and_table_in_a_real_browser() {
         }
         assert!(dom.contains("<svg"), "the graph is inline SVG");
     }
+
+    // Again: everything is a cache hit, and the stage's own page (in the cache, linked into
+    // out/) has no run section.
+    p.run(&["report"]).ok();
+    let again = p.read("out/report.html");
+    assert!(
+        again.contains("3 instances: <span class=\"fresh\">3 cache hits</span>"),
+        "{again}"
+    );
+    let own = p.read("out/azimuth-report/report.html");
+    assert!(!own.contains("<section id=\"run\">"));
+    assert!(own.contains(RUN_MARKER));
 }
 
 /// The page's own check can fail: a `.png` output that is not a PNG shows up as broken.
@@ -140,7 +170,6 @@ fn report_flags_an_image_that_does_not_decode() {
     let p = Project::new();
     p.file("writer.py", WRITER);
     p.pipeline(&pipeline(true));
-    p.run(&["run"]).ok();
     p.run(&["report", "-o", "elsewhere/page.html"]).ok();
     assert!(p.exists("elsewhere/page.html"));
     if let Some(dom) = browser_dom(&p.path().join("elsewhere/page.html")) {
@@ -153,20 +182,129 @@ fn report_flags_an_image_that_does_not_decode() {
     }
 }
 
-/// Dirty instances are listed with their reason and contribute no results.
-#[test]
-fn report_of_a_pipeline_that_never_ran_lists_dirty_stages() {
+const RUN_MARKER: &str = "<!-- azimuth:run -->";
+
+/// Real built-in stages: a small planted W (3 black holes), its dead sets and decoded tokens, a
+/// Monument Valley sweep and the tidal toy, gathered by a declared `report.html` stage.
+const BUILTIN_PIPELINE: &str = r#"
+stages:
+  checkpoint:
+    uses: w.synthetic_checkpoint
+    params: {rows: 4000, cols: 64, populations: [30, 20, 5], singletons: 10, oort: 3, halo: 300}
+  model:
+    uses: w.extract
+    inputs: {checkpoint: checkpoint.checkpoint}
+  black_holes:
+    uses: w.black_holes
+    inputs: {w: model.w}
+  dead:
+    uses: w.dead_sets
+    inputs: {w: model.w, black_holes: black_holes.members}
+  tokens:
+    uses: w.tokens
+    inputs: {vocab: {path: vocab.json}, w: model.w, black_holes: black_holes.members, dead: dead.masks}
+  anchor:
+    uses: sim.anchor
+    params: {source: synthetic, dim: 64}
+  valley:
+    uses: sim.monument_valley
+    inputs: {anchor: anchor.anchor}
+    matrix: {scale: [1.0e-9, 1.0e-3]}
+    params: {trials: 3, vocab: 2000, survivors: 100}
+  tidal:
+    uses: sim.tidal_toy
+  report:
+    uses: report.html
+    inputs: {artifacts: "*"}
+"#;
+
+fn builtin_project() -> Project {
     let p = Project::new();
-    p.file("writer.py", WRITER);
-    p.pipeline(&pipeline(false));
-    let r = p.run(&["report"]).ok();
-    assert!(
-        r.stdout.contains("2 dirty instances have no results"),
-        "{}",
-        r.stdout
+    let tokens: Vec<String> = (0..3000).map(|i| format!("\"tok{i}\"")).collect();
+    p.file(
+        "vocab.json",
+        &format!("{{\"format\":1,\"tokens\":[{}]}}", tokens.join(",")),
     );
-    let html = p.read("out/report.html");
-    assert!(html.contains("<span class=\"dirty\">2 dirty</span>"));
-    assert!(html.contains("never run"), "the reason is shown");
-    assert_eq!(html.matches("data:image/png").count(), 0);
+    p.pipeline(BUILTIN_PIPELINE);
+    p
+}
+
+/// The report's numbers for a fixed pipeline are a snapshot: any change to a stage's results
+/// or to what the report picks shows up here (rewrite it with `AZIMUTH_UPDATE_SNAPSHOTS=1` after
+/// checking the diff). Re-running the stage gives the same bytes.
+#[test]
+fn a_declared_report_stage_matches_its_numbers_snapshot_and_is_deterministic() {
+    let p = builtin_project();
+    p.run(&["run", "-j", "2"]).ok();
+    let numbers = p.read("out/report/numbers.json");
+    let snapshot_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/snapshots/report_numbers.json");
+    if std::env::var_os("AZIMUTH_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(snapshot_path.parent().unwrap()).unwrap();
+        std::fs::write(&snapshot_path, &numbers).unwrap();
+    }
+    let snapshot = std::fs::read_to_string(&snapshot_path).unwrap_or_default();
+    if numbers != snapshot {
+        let first = numbers
+            .lines()
+            .zip(snapshot.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(numbers.lines().count().min(snapshot.lines().count()));
+        panic!(
+            "out/report/numbers.json differs from {} from line {} (now `{}`, snapshot `{}`); \
+             check the change, then AZIMUTH_UPDATE_SNAPSHOTS=1 rewrites it:\n{numbers}",
+            snapshot_path.display(),
+            first + 1,
+            numbers.lines().nth(first).unwrap_or("(end)"),
+            snapshot.lines().nth(first).unwrap_or("(end)")
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&numbers).unwrap();
+    let headline = |q: &str| {
+        v["headlines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["quantity"] == q)
+            .map(|h| h["value"].clone())
+            .unwrap_or_else(|| panic!("headline {q}"))
+    };
+    // The planted structure, read back through the report.
+    assert_eq!(headline("black holes"), 3);
+    assert_eq!(headline("largest black hole"), 30);
+    assert_eq!(headline("tokens in black holes"), 55);
+
+    let html = p.read("out/report/report.html");
+    for id in [
+        "summary", "dag", "numbers", "dead-tokens", "figures", "tables", "sources",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\">")),
+            "section {id}"
+        );
+    }
+    assert!(!html.contains("<section id=\"run\">"), "no run-time facts in the stage's page");
+    assert!(html.contains("<h3>The unembedding matrix W</h3>") || !html.contains("w.skymap"));
+    assert!(html.contains("<h3>Simulations</h3>"), "the tidal toy's plot");
+    // The decoded dead tokens: the 55 black-hole members are among them, with their text.
+    assert!(html.contains("(55 in black holes)"), "dead-token counts");
+    assert!(html.contains("<td class=\"tok\">tok"), "decoded text");
+
+    let report = p.read_bytes("out/report/report.html");
+    p.run(&["run", "--force", "report"]).ok();
+    assert_eq!(p.read_bytes("out/report/report.html"), report, "same bytes again");
+    assert_eq!(p.read("out/report/numbers.json"), numbers);
+
+    // Renaming an upstream stage changes the captions, so the report must re-run; the other
+    // stages keep their keys.
+    p.pipeline(&BUILTIN_PIPELINE.replace("tidal:", "tidal_toy:"));
+    let s = p.run(&["status"]);
+    assert!(
+        s.stdout.contains("where its inputs come from"),
+        "{}",
+        s.stdout
+    );
+    let r = p.run(&["run"]).ok();
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains("1 ran, 1 restored"), "{said}");
 }

@@ -82,6 +82,10 @@ impl Project {
             .unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
     }
 
+    pub fn read_bytes(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path().join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
     pub fn exists(&self, rel: &str) -> bool {
         self.path().join(rel).exists()
     }

@@ -39,6 +39,9 @@ pub struct Job {
     pub threads: usize,
     /// Variables added to the stage's environment.
     pub env: BTreeMap<String, String>,
+    /// For stages that read it: where each input came from (see [`crate::provenance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 impl Job {
@@ -59,11 +62,18 @@ impl Job {
 
     /// The context a built-in stage receives.
     pub fn context(&self) -> crate::StageContext {
+        let mut params = self.params.clone();
+        if let Some(p) = &self.provenance {
+            params.insert(
+                crate::provenance::PARAM.to_string(),
+                serde_json::to_value(p).expect("provenance serializes"),
+            );
+        }
         crate::StageContext {
             instance: self.instance.clone(),
             inputs: self.inputs.clone(),
             outputs: self.outputs.clone(),
-            params: self.params.clone(),
+            params,
             device: self.device.clone().unwrap_or_else(|| "cpu".into()),
             threads: self.threads.max(1),
         }

@@ -6,6 +6,8 @@
 //! - [`StageContext`] / [`StageError`]: what a stage receives and how it fails.
 //! - [`job`]: the job file the orchestrator writes and `azimuth-worker` reads.
 //! - [`device`]: resolving `auto` to cpu/cuda/mps without loading libtorch (the device enters keys).
+//! - [`graph`]: the stage graph and its SVG drawing (`azimuth dag --format svg`, `report.html`).
+//! - [`provenance`]: where a stage's input artifacts came from, for stages that read it.
 //! - [`inspect`] (feature `hdf5`): header-only HDF5 inspection for `azimuth show`.
 //!
 //! The implementations live in `azimuth-stages` (the crate one directory up), which links libtorch
@@ -13,9 +15,11 @@
 //! start-up never pays libtorch's ~0.35 s load time.
 
 pub mod device;
+pub mod graph;
 #[cfg(feature = "hdf5")]
 pub mod inspect;
 pub mod job;
+pub mod provenance;
 pub mod specs;
 
 use std::collections::BTreeMap;
@@ -106,6 +110,9 @@ pub struct StageSpec {
     pub uses_torch: bool,
     /// The device kind (cpu/cuda/mps) enters the key (results differ between devices).
     pub device_dependent: bool,
+    /// The stage receives the provenance of its inputs and the pipeline's stage graph (see
+    /// [`provenance`]); both enter its key, since they end up in its outputs.
+    pub reads_provenance: bool,
 }
 
 impl ParamType {

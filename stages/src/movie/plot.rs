@@ -1,9 +1,12 @@
 //! Deterministic PNG charts for the `movie.*` stages: line plots, stacked areas and discrete
 //! images over a step axis, with axes, "nice" ticks (1, 2, 5 × 10^k), tick labels, a title and a
-//! legend, drawn in a built-in 5 × 7 bitmap font (digits, upper-case letters and a few signs;
-//! lower-case text is drawn in capitals). Everything is integer pixel work on an 8-bit RGB
-//! buffer, encoded by [`crate::w_pca::raster::encode_png`] (fixed settings, no ancillary chunks),
-//! so the same data always give the same bytes. Non-finite y values are skipped (lines break
+//! legend, drawn in a built-in 5 × 7 bitmap font (digits, upper-case letters and a few signs
+//! and Greek letters; lower-case text is drawn in capitals), so charts need no font installed and
+//! look the same on every machine. Charts are laid out in points and drawn at 200 DPI (the
+//! research's convention): 1600 × 960 pixels, every data point on its own pixel column where
+//! the data allow. Everything is integer pixel work on an 8-bit RGB buffer, encoded by
+//! [`crate::w_pca::raster::encode_png`] (fixed settings, `pHYs` = 200 DPI, no time chunk), so
+//! the same data always give the same bytes. Non-finite y values are skipped (lines break
 //! there); a flat or empty range is widened so the axes stay valid. Linear axes only.
 
 use crate::w_pca::raster::encode_png;
@@ -19,12 +22,18 @@ pub(crate) const RED: Color = [214, 39, 40];
 pub(crate) const PHASE_COLORS: [Color; 4] =
     [[13, 8, 135], [156, 23, 158], [237, 121, 83], [240, 249, 33]];
 
-const WIDTH: usize = 800;
-const HEIGHT: usize = 480;
-const LEFT: usize = 90;
-const RIGHT: usize = 20;
-const TOP: usize = 36;
-const BOTTOM: usize = 56;
+/// Pixels per point: charts are laid out in points (1/100 in) and drawn at 200 DPI, the
+/// research's convention (science spec §0), so an 8 × 4.8 in chart is 1600 × 960 pixels, data
+/// lines are positioned to the pixel, and text and frames scale with S.
+const S: i64 = 2;
+/// The resolution written into every PNG's `pHYs` chunk (`raster::encode_png`).
+pub(crate) const DPI: u32 = 200;
+const WIDTH: usize = 800 * S as usize;
+const HEIGHT: usize = 480 * S as usize;
+const LEFT: usize = 90 * S as usize;
+const RIGHT: usize = 20 * S as usize;
+const TOP: usize = 36 * S as usize;
+const BOTTOM: usize = 56 * S as usize;
 const WHITE: Color = [255, 255, 255];
 const BLACK: Color = [0, 0, 0];
 const GRID: Color = [225, 225, 225];
@@ -80,6 +89,21 @@ fn glyph(c: char) -> [u8; 7] {
         ':' => [0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0],
         '_' => [0, 0, 0, 0, 0, 0, 0x1F],
         '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
+        '^' => [0x04, 0x0A, 0x11, 0, 0, 0, 0],
+        '*' => [0, 0x04, 0x15, 0x0E, 0x15, 0x04, 0],
+        '<' => [0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02],
+        '>' => [0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08],
+        '[' => [0x0E, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0E],
+        ']' => [0x0E, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0E],
+        '|' => [0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+        '\'' => [0x04, 0x04, 0x08, 0, 0, 0, 0],
+        '#' => [0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A],
+        '!' => [0x04, 0x04, 0x04, 0x04, 0x04, 0, 0x04],
+        '\u{2212}' => [0, 0, 0, 0x1F, 0, 0, 0], // minus sign
+        '\u{00B1}' => [0x04, 0x04, 0x1F, 0x04, 0x04, 0, 0x1F], // plus-minus
+        '\u{00D7}' => [0, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0], // times
+        '\u{03C3}' => [0, 0, 0x0F, 0x12, 0x12, 0x12, 0x0C], // sigma
+        '\u{221A}' => [0x07, 0x04, 0x04, 0x04, 0x14, 0x0C, 0x04], // square root
         _ => [0x0E, 0x11, 0x01, 0x02, 0x04, 0, 0x04], // '?'
     }
 }
@@ -115,15 +139,17 @@ impl Image {
         }
     }
 
-    /// A line (Bresenham) of width 1, or 2 when `thick` (one extra pixel below).
+    /// A line (Bresenham) one pixel wide, or with `thick` an S × S pen (S pixels = one point).
     fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Color, thick: bool) {
         let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
         let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
         let (mut x, mut y, mut err) = (x0, y0, dx + dy);
+        let pen = if thick { S } else { 1 };
         loop {
-            self.set(x, y, c);
-            if thick {
-                self.set(x, y + 1, c);
+            for oy in 0..pen {
+                for ox in 0..pen {
+                    self.set(x + ox, y + oy, c);
+                }
             }
             if x == x1 && y == y1 {
                 break;
@@ -140,14 +166,16 @@ impl Image {
         }
     }
 
-    /// Text with its top-left corner at (x, y); each glyph is 6 pixels wide (5 + 1 space).
+    /// Text with its top-left corner at (x, y); each glyph is 6 points wide (5 + 1 space), each
+    /// font dot an S × S block.
     fn text(&mut self, x: i64, y: i64, s: &str, c: Color) {
         for (k, ch) in s.chars().enumerate() {
             let g = glyph(ch);
             for (row, bits) in g.iter().enumerate() {
                 for col in 0..5 {
                     if bits & (0x10 >> col) != 0 {
-                        self.set(x + 6 * k as i64 + col, y + row as i64, c);
+                        let (px, py) = (x + S * (6 * k as i64 + col), y + S * row as i64);
+                        self.rect(px, py, px + S - 1, py + S - 1, c);
                     }
                 }
             }
@@ -162,7 +190,8 @@ impl Image {
             for (row, bits) in g.iter().enumerate() {
                 for col in 0..5 {
                     if bits & (0x10 >> col) != 0 {
-                        self.set(x + row as i64, y - 6 * k as i64 - col, c);
+                        let (px, py) = (x + S * row as i64, y - S * (6 * k as i64 + col));
+                        self.rect(px, py - S + 1, px + S - 1, py, c);
                     }
                 }
             }
@@ -170,8 +199,9 @@ impl Image {
     }
 }
 
+/// Width in pixels of `s` drawn by [`Image::text`].
 fn text_width(s: &str) -> i64 {
-    6 * s.chars().count() as i64 - 1
+    S * (6 * s.chars().count() as i64 - 1)
 }
 
 /// Ticks at multiples of a 1-2-5 step covering [lo, hi], about `target` of them.
@@ -256,30 +286,30 @@ impl Chart {
         for v in &xt {
             let px = chart.px(*v).round() as i64;
             img.line((px, py0), (px, py1), GRID, false);
-            img.line((px, py1), (px, py1 + 4), BLACK, false);
+            img.line((px, py1), (px, py1 + 4 * S), BLACK, true);
             let label = tick_label(*v, xs);
-            img.text(px - text_width(&label) / 2, py1 + 8, &label, BLACK);
+            img.text(px - text_width(&label) / 2, py1 + 8 * S, &label, BLACK);
         }
         let (yt, ys) = ticks(y.0, y.1, 6);
         for v in &yt {
             let py = chart.py(*v).round() as i64;
             img.line((px0, py), (px1, py), GRID, false);
-            img.line((px0 - 4, py), (px0, py), BLACK, false);
+            img.line((px0 - 4 * S, py), (px0, py), BLACK, true);
             let label = tick_label(*v, ys);
-            img.text(px0 - 7 - text_width(&label), py - 3, &label, BLACK);
+            img.text(px0 - 7 * S - text_width(&label), py - 3 * S, &label, BLACK);
         }
-        img.line((px0, py0), (px0, py1), BLACK, false);
-        img.line((px0, py1), (px1, py1), BLACK, false);
-        img.line((px1, py0), (px1, py1), BLACK, false);
-        img.line((px0, py0), (px1, py0), BLACK, false);
-        img.text((WIDTH as i64 - text_width(title)) / 2, 12, title, BLACK);
+        img.line((px0, py0), (px0, py1), BLACK, true);
+        img.line((px0, py1), (px1, py1), BLACK, true);
+        img.line((px1, py0), (px1, py1), BLACK, true);
+        img.line((px0, py0), (px1, py0), BLACK, true);
+        img.text((WIDTH as i64 - text_width(title)) / 2, 12 * S, title, BLACK);
         img.text(
             (px0 + px1 - text_width(x_label)) / 2,
-            HEIGHT as i64 - 20,
+            HEIGHT as i64 - 20 * S,
             x_label,
             BLACK,
         );
-        img.text_up(8, (py0 + py1 + text_width(y_label)) / 2, y_label, BLACK);
+        img.text_up(8 * S, (py0 + py1 + text_width(y_label)) / 2, y_label, BLACK);
         chart.img = img;
         chart
     }
@@ -375,12 +405,13 @@ impl Chart {
     pub(crate) fn png(mut self) -> Result<Vec<u8>, String> {
         let legend = std::mem::take(&mut self.legend);
         let widest = legend.iter().map(|(n, _)| text_width(n)).max().unwrap_or(0);
-        let x = (WIDTH - RIGHT) as i64 - widest - 30;
+        let x = (WIDTH - RIGHT) as i64 - widest - 30 * S;
         for (k, (name, color)) in legend.iter().enumerate() {
-            let y = TOP as i64 + 8 + 14 * k as i64;
-            self.img.rect(x - 3, y - 3, x + widest + 24, y + 10, WHITE);
-            self.img.rect(x, y, x + 12, y + 7, *color);
-            self.img.text(x + 18, y, name, BLACK);
+            let y = TOP as i64 + 8 * S + 14 * S * k as i64;
+            self.img
+                .rect(x - 3 * S, y - 3 * S, x + widest + 24 * S, y + 10 * S, WHITE);
+            self.img.rect(x, y, x + 12 * S, y + 7 * S, *color);
+            self.img.text(x + 18 * S, y, name, BLACK);
         }
         encode_png(self.img.w, self.img.h, &self.img.px)
     }
@@ -438,7 +469,7 @@ mod tests {
 
     #[test]
     fn the_font_has_every_glyph_the_labels_use() {
-        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ .,-+=/():_%".chars() {
+        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ .,-+=/():_%^*<>[]|'#!\u{2212}±×σ√".chars() {
             if c != ' ' {
                 assert_ne!(glyph(c), glyph('?'), "{c}");
             }

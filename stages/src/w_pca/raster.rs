@@ -12,8 +12,9 @@
 //!   chosen here by eye to resemble the well-known perceptual maps (`inferno`: black → purple →
 //!   red → orange → pale yellow; `viridis`: purple → blue → teal → green → yellow) and a plain grey
 //!   ramp; they are approximations, not the original tables.
-//! - **PNG**: 8-bit RGB, `png` crate, `Compression::Balanced` with the adaptive filter, no
-//!   ancillary chunks (no time, no gamma), so the same pixels always give the same bytes.
+//! - **PNG**: 8-bit RGB, `png` crate, `Compression::Balanced` with the adaptive filter, one
+//!   ancillary chunk, `pHYs` = 200 DPI (7,874 px/m; so a 2000-pixel sky map prints 10 in wide),
+//!   and no time or gamma, so the same pixels always give the same bytes.
 
 /// A linear RGB colour, each channel in [0, 1].
 pub(crate) type Rgb = [f32; 3];
@@ -244,6 +245,13 @@ pub(crate) fn encode_png(width: usize, height: usize, rgb: &[u8]) -> Result<Vec<
         enc.set_depth(png::BitDepth::Eight);
         enc.set_compression(png::Compression::Balanced);
         enc.set_filter(png::Filter::Adaptive);
+        // 200 DPI (science spec §0): pixels per metre, rounded as PNG stores it.
+        let ppm = (crate::movie::plot::DPI as f64 / 0.0254).round() as u32;
+        enc.set_pixel_dims(Some(png::PixelDimensions {
+            xppu: ppm,
+            yppu: ppm,
+            unit: png::Unit::Meter,
+        }));
         let mut writer = enc
             .write_header()
             .map_err(|e| format!("cannot encode PNG header: {e}"))?;

@@ -676,11 +676,14 @@ fn run_twice(
         if port.contains("plot") || port == "stratigraphy" {
             let dec = png::Decoder::new(std::io::Cursor::new(bytes.clone()));
             let reader = dec.read_info().unwrap();
+            // 8 × 4.8 in at 200 DPI, and the PNG says so (pHYs in pixels per metre).
             assert_eq!(
                 (reader.info().width, reader.info().height),
-                (800, 480),
+                (1600, 960),
                 "{port}"
             );
+            let dims = reader.info().pixel_dims.expect("a pHYs chunk");
+            assert_eq!((dims.xppu, dims.yppu, dims.unit), (7874, 7874, png::Unit::Meter));
         }
     }
     a

@@ -77,6 +77,7 @@ pub const TEXT: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const TOKENIZE: StageSpec = StageSpec {
@@ -165,6 +166,7 @@ pub const TOKENIZE: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::StageSpec;
 
 pub mod corpus;
 pub mod movie;
+pub mod report;
 pub mod sim;
 pub mod tensor;
 pub mod train;
@@ -110,6 +111,7 @@ static FAMILIES: &[&[StageSpec]] = &[
     corpus::SPECS,
     train::SPECS,
     movie::SPECS,
+    report::SPECS,
 ];
 
 /// Every built-in stage, flattened once.

@@ -45,7 +45,7 @@ const fn out(name: &'static str, doc: &'static str, ext: &'static str) -> PortSp
 
 pub const KINEMATICS: StageSpec = StageSpec {
     name: "movie.kinematics",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "centroid trajectory, cloud radius, bulk and thermal motion of the rows over the \
               snapshots of a movie (S40)",
@@ -90,11 +90,12 @@ pub const KINEMATICS: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const LIFECYCLE: StageSpec = StageSpec {
     name: "movie.lifecycle",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "dead-token lifecycle from every-step lattice motion: last-exit phases, freeze \
               times, fimbulwinter, stillness runs (S41-S43)",
@@ -160,11 +161,12 @@ pub const LIFECYCLE: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const CENSUS: StageSpec = StageSpec {
     name: "movie.census",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "black holes (groups of bit-identical rows) at every snapshot of a movie, and \
               fission events (S44)",
@@ -202,6 +204,7 @@ pub const CENSUS: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const CENSUS_COMPARE: StageSpec = StageSpec {
@@ -243,11 +246,12 @@ pub const CENSUS_COMPARE: StageSpec = StageSpec {
     params: &[ROWS_PARAM],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const CURVES: StageSpec = StageSpec {
     name: "movie.curves",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "training loss, learning rate and gradient norm of a movie over steps",
     inputs: &[MOVIE_INPUT],
@@ -264,11 +268,12 @@ pub const CURVES: StageSpec = StageSpec {
     params: &[],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const HIDDEN_STATE: StageSpec = StageSpec {
     name: "movie.hidden_state",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "h_mean over training (S45): its norm, its persistence (cosine between consecutive \
               steps) and how the dead rows' centroid moves against it (the S30.3 swarm)",
@@ -296,6 +301,7 @@ pub const HIDDEN_STATE: StageSpec = StageSpec {
     params: &[],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 #[cfg(test)]
@@ -307,7 +313,7 @@ mod tests {
         for s in super::SPECS {
             let found = crate::find(s.name).expect("catalogued");
             assert_eq!(found.kind, StageKind::Analyzer, "{}", s.name);
-            assert_eq!(found.version, 1);
+            assert!(found.version >= 1);
             assert!(!found.uses_torch && !found.device_dependent);
             assert!(s.inputs.iter().all(|i| i.ext == "h5"));
         }

@@ -203,6 +203,7 @@ pub const ANCHOR: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const DIRECT_SAMPLING: StageSpec = StageSpec {
@@ -253,6 +254,7 @@ pub const DIRECT_SAMPLING: StageSpec = StageSpec {
     ),
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const MONUMENT_VALLEY: StageSpec = StageSpec {
@@ -291,11 +293,12 @@ pub const MONUMENT_VALLEY: StageSpec = StageSpec {
     ),
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const SWEEP: StageSpec = StageSpec {
     name: "sim.sweep",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "gathers the summaries of a σ/R sweep of `sim.direct_sampling` or \
               `sim.monument_valley` instances into one table, the window where black holes \
@@ -357,6 +360,7 @@ pub const SWEEP: StageSpec = StageSpec {
     )],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const COMPARE: StageSpec = StageSpec {
@@ -408,11 +412,12 @@ pub const COMPARE: StageSpec = StageSpec {
     )],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const TIDAL_TOY: StageSpec = StageSpec {
     name: "sim.tidal_toy",
-    version: 1,
+    version: 2,
     kind: StageKind::Generator,
     summary: "S26's two-force toy: points in 2-D pulled along r̂ by lr and towards 0 by weight \
               decay; the spread across r̂ shrinks by exactly (1 − wd) per step",
@@ -497,13 +502,14 @@ pub const TIDAL_TOY: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 /// S25's translate-and-cull simulation (`sim.pachinko`): both notebooks, pachinko (decaying step)
 /// and drift coalescence (fixed step), as one stage with a `mode`.
 pub const PACHINKO: StageSpec = StageSpec {
     name: "sim.pachinko",
-    version: 1,
+    version: 2,
     kind: StageKind::Generator,
     summary: "S25's translate-and-cull: bf16 points drawn N(0, σ²) are translated along a random \
               unit vector u, re-rounded to bf16 and culled at random every step; the centroid \
@@ -625,4 +631,5 @@ pub const PACHINKO: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };

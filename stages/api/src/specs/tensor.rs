@@ -81,6 +81,7 @@ pub const RANDOM: StageSpec = StageSpec {
     ],
     uses_torch: true,
     device_dependent: true,
+    reads_provenance: false,
 };
 
 pub const SUMMARY: StageSpec = StageSpec {
@@ -111,4 +112,5 @@ pub const SUMMARY: StageSpec = StageSpec {
     }],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };

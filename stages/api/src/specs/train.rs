@@ -171,4 +171,5 @@ pub const GPT: StageSpec = StageSpec {
     ],
     uses_torch: true,
     device_dependent: true,
+    reads_provenance: false,
 };

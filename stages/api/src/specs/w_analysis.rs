@@ -67,6 +67,7 @@ pub const BLACK_HOLES: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const NORMS: StageSpec = StageSpec {
@@ -143,6 +144,7 @@ pub const NORMS: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 #[cfg(test)]

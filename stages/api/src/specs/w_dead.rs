@@ -99,6 +99,7 @@ pub const DEAD_SETS: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const CENTROID_ANGLE: StageSpec = StageSpec {
@@ -118,6 +119,7 @@ pub const CENTROID_ANGLE: StageSpec = StageSpec {
     params: &[TENSOR_PARAM],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const GEOGRAPHY: StageSpec = StageSpec {
@@ -205,6 +207,7 @@ pub const GEOGRAPHY: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 #[cfg(test)]

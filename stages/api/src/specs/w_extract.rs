@@ -55,6 +55,7 @@ pub const EXTRACT: StageSpec = StageSpec {
     }],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 const fn int(min: i64, max: i64) -> ParamType {
@@ -171,4 +172,5 @@ pub const SYNTHETIC_CHECKPOINT: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };

@@ -83,6 +83,7 @@ pub const TOPOLOGY: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const EXPONENTS: StageSpec = StageSpec {
@@ -111,6 +112,7 @@ pub const EXPONENTS: StageSpec = StageSpec {
     params: &[TENSOR_PARAM],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const QUANTIZATION: StageSpec = StageSpec {
@@ -147,6 +149,7 @@ pub const QUANTIZATION: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 #[cfg(test)]

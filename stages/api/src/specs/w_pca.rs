@@ -134,11 +134,12 @@ pub const PCA: StageSpec = StageSpec {
     ],
     uses_torch: true,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 pub const SKYMAP: StageSpec = StageSpec {
     name: "w.skymap",
-    version: 1,
+    version: 2,
     kind: StageKind::Analyzer,
     summary: "sky maps of the tokens from w.pca's spherical coordinates: Mollweide scatter, \
               1° density heatmap, equatorial (r vs longitude) plot, as PNG (S10 Maps)",
@@ -235,6 +236,7 @@ pub const SKYMAP: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
 
 #[cfg(test)]

@@ -110,4 +110,5 @@ pub const TOKENS: StageSpec = StageSpec {
     ],
     uses_torch: false,
     device_dependent: false,
+    reads_provenance: false,
 };
