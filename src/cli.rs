@@ -48,6 +48,11 @@ pub struct Cli {
     /// The cache directory (default: `cache/` next to the pipeline file).
     #[arg(long, global = true, env = "AZIMUTH_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// A remote cache shared with other machines (a directory on a shared filesystem): keys
+    /// missing here are looked up there, their outputs fetched when read, and `run` pushes what
+    /// it computed.
+    #[arg(long, global = true, env = "AZIMUTH_REMOTE", value_name = "DIR")]
+    pub remote: Option<String>,
     /// Machine-readable output (JSON; JSON Lines events for `run`).
     #[arg(long, global = true)]
     pub json: bool,
@@ -95,6 +100,13 @@ pub enum Command {
         /// How long to wait for a lock held by another azimuth process, in seconds.
         #[arg(long, default_value_t = 3600)]
         lock_timeout: u64,
+        /// With a remote: leave outputs only the remote has out of `out/` (fetched only when a
+        /// stage that runs reads them, or by `cache pull`).
+        #[arg(long)]
+        lazy: bool,
+        /// With a remote: do not push what this run computed.
+        #[arg(long)]
+        no_push: bool,
     },
     /// Show each stage as fresh, restorable or dirty, with the reason.
     Status {
@@ -149,6 +161,12 @@ pub enum CacheCommand {
     Path { artifact: String },
     /// Re-hash every object and check every record (exit 1 on any problem).
     Verify,
+    /// Send the records and objects of the pipeline's up-to-date instances (default: all; or
+    /// the named stages) to the remote; resumes an interrupted push.
+    Push { stages: Vec<String> },
+    /// Fetch the records and objects of the pipeline's instances (default: all; or the named
+    /// stages) from the remote into this cache; `run` then links them into `out/`.
+    Pull { stages: Vec<String> },
     /// Delete what neither pipeline.lock nor the stage pointers reference.
     Gc {
         #[arg(long, short = 'n')]
@@ -241,21 +259,21 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
         Command::Stages { name } => stages(&registry, name.as_deref(), printer),
         Command::Hash { paths } => hash_paths(paths, printer),
         Command::Cache(CacheCommand::Verify) => {
-            let store = open_store(cli, None);
+            let store = open_store(cli, None)?;
             cache_verify(&store, printer)
         }
         Command::Show { artifact } if !artifact.contains('.') => {
-            let store = open_store(cli, None);
+            let store = open_store(cli, None)?;
             show::show(&store, None, artifact, printer)
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(failure)
         }
         Command::Cache(CacheCommand::Path { artifact }) if !artifact.contains('.') => {
-            let store = open_store(cli, None);
+            let store = open_store(cli, None)?;
             cache_path(&store, None, artifact, printer)
         }
         Command::Cache(CacheCommand::Show { artifact }) if !artifact.contains('.') => {
-            let store = open_store(cli, None);
+            let store = open_store(cli, None)?;
             cache_show(&store, None, artifact, printer)
         }
         _ => {
@@ -264,7 +282,7 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
             } else {
                 load_pipeline(cli, &registry)?
             };
-            let store = open_store(cli, Some(&pipeline));
+            let mut store = open_store(cli, Some(&pipeline))?;
             let settings = Settings {
                 device_override: cli.device.clone(),
             };
@@ -276,6 +294,8 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                     jobs,
                     keep_going,
                     lock_timeout,
+                    lazy,
+                    no_push,
                 } => {
                     let targets = select(&pipeline, stages)?;
                     let forced_sel = select(&pipeline, force)?;
@@ -284,6 +304,13 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                         forced[i] = true;
                     }
                     let jobs = jobs.unwrap_or_else(default_jobs);
+                    if *lazy && store.remote().is_none() {
+                        return Err(usage(
+                            "`--lazy` leaves outputs in a remote cache; name one with --remote \
+                             DIR (or AZIMUTH_REMOTE)",
+                        ));
+                    }
+                    store.set_lazy(*lazy);
                     let opts = RunOptions {
                         targets,
                         forced,
@@ -293,6 +320,7 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                         settings,
                         replay_logs: cli.verbose > 0,
                         verbose: cli.verbose > 0,
+                        push: !*no_push,
                     };
                     if *dry_run {
                         dry_run_report(&pipeline, &store, &opts, printer)
@@ -320,6 +348,12 @@ fn dispatch(cli: &Cli, printer: &Printer) -> CmdResult {
                         .map_err(failure)
                 }
                 Command::Cache(CacheCommand::Ls) => cache_ls(&store, printer),
+                Command::Cache(CacheCommand::Push { stages }) => {
+                    cache_push(&pipeline, &store, &settings, stages, printer)
+                }
+                Command::Cache(CacheCommand::Pull { stages }) => {
+                    cache_pull(&pipeline, &store, &settings, stages, printer)
+                }
                 Command::Cache(CacheCommand::Show { artifact }) => {
                     cache_show(&store, Some(&pipeline), artifact, printer)
                 }
@@ -362,7 +396,7 @@ fn default_jobs() -> usize {
         .unwrap_or(1)
 }
 
-fn open_store(cli: &Cli, pipeline: Option<&Pipeline>) -> Store {
+fn open_store(cli: &Cli, pipeline: Option<&Pipeline>) -> Result<Store, Fail> {
     let dir = match (&cli.cache_dir, pipeline) {
         (Some(d), _) => d.clone(),
         (None, Some(p)) => p.root.join("cache"),
@@ -381,7 +415,17 @@ fn open_store(cli: &Cli, pipeline: Option<&Pipeline>) -> Store {
     };
     // Absolute, so that printed paths work from anywhere.
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    Store::at(&dir)
+    let store = Store::at(&dir);
+    match &cli.remote {
+        None => Ok(store),
+        Some(spec) => {
+            let remote = crate::remote::open(spec).map_err(|e| Fail {
+                code: 2,
+                message: format!("error: {e}"),
+            })?;
+            Ok(store.with_remote(remote))
+        }
+    }
 }
 
 /// Instances named on the command line (`stage` = all its instances, `stage[k=v]` = some).
@@ -452,6 +496,14 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
             lockfile::path_for(pipeline).display()
         ));
     }
+    if let (Some(remote), true) = (store.remote(), opts.push) {
+        push_records(
+            store,
+            remote,
+            summary.records.values().filter(|r| store.has_local_record(&r.key)),
+            printer,
+        );
+    }
     let elapsed = start.elapsed();
     printer.event(&Event::Summary {
         version: JSON_VERSION,
@@ -495,6 +547,156 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
     Ok(ExitCode::SUCCESS)
 }
 
+/// Pushes records (and their objects) the remote lacks; problems are warnings, since the
+/// results are safe here and `azimuth cache push` resumes. Returns whether all went through.
+fn push_records<'a>(
+    store: &Store,
+    remote: &dyn crate::remote::Remote,
+    records: impl Iterator<Item = &'a RunRecord>,
+    printer: &Printer,
+) -> bool {
+    let mut total = crate::remote::Pushed::default();
+    let mut pushed = 0;
+    let mut ok = true;
+    for r in records {
+        match crate::remote::push_record(store, remote, r) {
+            Ok(p) if p.already => {}
+            Ok(p) => {
+                pushed += 1;
+                total.objects_sent += p.objects_sent;
+                total.objects_present += p.objects_present;
+                total.chunks_sent += p.chunks_sent;
+                total.chunks_reused += p.chunks_reused;
+                total.bytes += p.bytes;
+            }
+            Err(e) => {
+                ok = false;
+                printer.warn(&format!(
+                    "cannot push `{}` to the remote `{}`: {e}\n  = help: the result is safe in \
+                     this cache; `azimuth cache push` tries again and resumes",
+                    r.instance,
+                    remote.location()
+                ));
+            }
+        }
+    }
+    if pushed > 0 {
+        printer.status(&format!(
+            "pushed {pushed} record{} to {}: {} objects ({}) sent{}{}",
+            if pushed == 1 { "" } else { "s" },
+            remote.location(),
+            total.objects_sent,
+            human_bytes(total.bytes),
+            if total.objects_present > 0 {
+                format!(", {} already there", total.objects_present)
+            } else {
+                String::new()
+            },
+            if total.chunks_reused > 0 {
+                format!(
+                    ", {} chunks reused from an interrupted push",
+                    total.chunks_reused
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    ok
+}
+
+/// The remote, or a usage error saying how to name one.
+fn need_remote<'a>(store: &'a Store, what: &str) -> Result<&'a dyn crate::remote::Remote, Fail> {
+    store.remote().ok_or_else(|| {
+        usage(format!(
+            "`cache {what}` needs a remote cache: --remote DIR (or AZIMUTH_REMOTE)"
+        ))
+    })
+}
+
+fn cache_push(
+    pipeline: &Pipeline,
+    store: &Store,
+    settings: &Settings,
+    stages: &[String],
+    printer: &Printer,
+) -> CmdResult {
+    let remote = need_remote(store, "push")?;
+    let chosen = select_or_all(pipeline, stages)?;
+    let states = plan_states(pipeline, store, settings, printer)?;
+    let records: Vec<&RunRecord> = chosen
+        .iter()
+        .filter_map(|&i| states[i].record())
+        .filter(|r| store.has_local_record(&r.key))
+        .collect();
+    let skipped = chosen.len() - records.len();
+    let ok = push_records(store, remote, records.into_iter(), printer);
+    if skipped > 0 {
+        printer.status(&format!(
+            "{skipped} instance{} not computed here (dirty, or only in the remote) were not pushed",
+            if skipped == 1 { "" } else { "s" }
+        ));
+    }
+    if ok {
+        printer.status(&format!("the remote `{}` is up to date", remote.location()));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(failure("some records could not be pushed (see the warnings above)"))
+    }
+}
+
+fn cache_pull(
+    pipeline: &Pipeline,
+    store: &Store,
+    settings: &Settings,
+    stages: &[String],
+    printer: &Printer,
+) -> CmdResult {
+    let remote = need_remote(store, "pull")?;
+    store
+        .init()
+        .map_err(|e| failure(format!("cannot create the cache `{}`: {e}", store.dir.display())))?;
+    let chosen = select_or_all(pipeline, stages)?;
+    let states = plan_states(pipeline, store, settings, printer)?;
+    let (mut objects, mut bytes, mut records, mut missing) = (0, 0, 0, 0);
+    for &i in &chosen {
+        let Some(r) = states[i].record() else {
+            missing += 1;
+            continue;
+        };
+        records += 1;
+        let (n, b) = crate::remote::pull_record(store, r).map_err(|e| {
+            failure(format!(
+                "cannot pull `{}` from the remote `{}`: {e}",
+                pipeline.instances[i].name,
+                remote.location()
+            ))
+        })?;
+        objects += n;
+        bytes += b;
+    }
+    printer.status(&format!(
+        "pulled {objects} objects ({}) for {records} instances from {}{}",
+        human_bytes(bytes),
+        remote.location(),
+        if missing > 0 {
+            format!("; {missing} instances are computed neither here nor there")
+        } else {
+            String::new()
+        }
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The named instances, or all of them.
+fn select_or_all(pipeline: &Pipeline, names: &[String]) -> Result<Vec<usize>, Fail> {
+    if names.is_empty() {
+        Ok((0..pipeline.instances.len()).collect())
+    } else {
+        select(pipeline, names)
+    }
+}
+
 fn plan_states(
     pipeline: &Pipeline,
     store: &Store,
@@ -536,6 +738,7 @@ fn report(
         settings: settings.clone(),
         replay_logs: false,
         verbose: false,
+        push: true,
     };
     let code = run(pipeline, store, &opts, printer)?;
     if code != ExitCode::SUCCESS {

@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub replay_logs: bool,
     /// Print each fresh stage too.
     pub verbose: bool,
+    /// With a remote: push what is up to date here and missing there after the run.
+    pub push: bool,
 }
 
 #[derive(Debug, Default)]
@@ -267,12 +269,22 @@ pub fn run(
             State::Restorable {
                 record, missing, ..
             } => {
-                let modified = link_outputs(pipeline, i, &record, store, memo)?;
+                let (modified, left) = link_outputs_lazily(pipeline, i, &record, store, memo)?;
                 warn_modified(pipeline, i, &modified, printer);
+                let restored: Vec<&String> = missing.iter().filter(|m| !left.contains(m)).collect();
+                let detail = match (restored.is_empty(), left.is_empty()) {
+                    (_, true) => format!("({} from the cache)", missing.join(", ")),
+                    (true, false) => format!("({} left in the remote: --lazy)", left.join(", ")),
+                    (false, false) => format!(
+                        "({} from the cache; {} left in the remote: --lazy)",
+                        restored.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                        left.join(", ")
+                    ),
+                };
                 printer.stage_line(
-                    "restored",
+                    if restored.is_empty() { "remote" } else { "restored" },
                     &pipeline.instances[i].name,
-                    &format!("({} from the cache)", missing.join(", ")),
+                    &detail,
                 );
                 printer.event(&Event::finished(
                     &pipeline.instances[i].name,
@@ -639,6 +651,17 @@ fn link_outputs(
     store: &Store,
     memo: &mut StatMemo,
 ) -> Result<Vec<String>, ExecError> {
+    link_outputs_lazily(pipeline, i, record, store, memo).map(|(modified, _)| modified)
+}
+
+/// [`link_outputs`], also returning the outputs `run --lazy` left in the remote.
+fn link_outputs_lazily(
+    pipeline: &Pipeline,
+    i: usize,
+    record: &RunRecord,
+    store: &Store,
+    memo: &mut StatMemo,
+) -> Result<(Vec<String>, Vec<String>), ExecError> {
     let name_of = &pipeline.instances[i].name;
     let previous = store.read_pointer(name_of).unwrap_or_default();
     let mut pointer = Pointer {
@@ -646,6 +669,7 @@ fn link_outputs(
         materialized: Default::default(),
     };
     let mut modified = Vec::new();
+    let mut left = Vec::new();
     for (name, entry) in &record.outputs {
         let Some(path) = plan::workspace_output(pipeline, i, name) else {
             continue;
@@ -664,6 +688,11 @@ fn link_outputs(
             modified.push(name.clone());
             continue;
         }
+        if state != CopyState::Current && store.lazy() && !store.output_local(entry) {
+            // `run --lazy`: only the remote has it and nothing here reads it; leave it there.
+            left.push(name.clone());
+            continue;
+        }
         if state != CopyState::Current {
             workspace::materialize(&path, entry, store)
                 .map_err(io_err(format!("cannot write `{}`", path.display())))?;
@@ -677,7 +706,7 @@ fn link_outputs(
             .write_pointer(name_of, &pointer)
             .map_err(io_err("cannot write a stage pointer"))?;
     }
-    Ok(modified)
+    Ok((modified, left))
 }
 
 fn warn_modified(pipeline: &Pipeline, i: usize, modified: &[String], printer: &Printer) {

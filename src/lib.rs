@@ -23,6 +23,7 @@ pub mod lockfile;
 pub mod output;
 pub mod plan;
 pub mod registry;
+pub mod remote;
 pub mod report;
 pub mod show;
 pub mod spec;

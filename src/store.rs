@@ -18,6 +18,9 @@
 //!     statcache.json          digests by file identity (hash::StatMemo)
 //! ```
 //!
+//! A remote cache (`crate::remote`) may stand behind the store: records missing here are looked
+//! up there, and objects are fetched on first read (`ensure_object`).
+//!
 //! Invariants: an object's name is the digest of its bytes, and objects are never modified in
 //! place (mode 0444). A record is written only after every object it names is in place, so a crash
 //! at any instant leaves at worst orphan objects (collected by `gc`), never a record pointing at
@@ -103,12 +106,27 @@ impl Stamp {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     /// The directory users name (`cache/`).
     pub dir: PathBuf,
     /// `cache/v1`.
     v: PathBuf,
+    /// A shared cache behind this one: records missing here are looked up there, and objects
+    /// are fetched from it when read (see [`crate::remote`]).
+    remote: Option<std::sync::Arc<dyn crate::remote::Remote>>,
+    /// Leave outputs that only the remote has out of the workspace (`run --lazy`).
+    lazy: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("remote", &self.remote.as_ref().map(|r| r.location()))
+            .field("lazy", &self.lazy)
+            .finish()
+    }
 }
 
 pub fn hostname() -> String {
@@ -170,6 +188,77 @@ impl Store {
         Store {
             dir: dir.to_path_buf(),
             v: dir.join(format!("v{CACHE_FORMAT}")),
+            remote: None,
+            lazy: false,
+        }
+    }
+
+    /// This store with `remote` behind it.
+    pub fn with_remote(mut self, remote: std::sync::Arc<dyn crate::remote::Remote>) -> Store {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Whether outputs only the remote has stay out of the workspace.
+    pub fn set_lazy(&mut self, lazy: bool) {
+        self.lazy = lazy;
+    }
+
+    pub fn lazy(&self) -> bool {
+        self.lazy
+    }
+
+    pub fn remote(&self) -> Option<&dyn crate::remote::Remote> {
+        self.remote.as_deref()
+    }
+
+    /// Whether the object is here or in the remote (without fetching it).
+    pub fn object_available(&self, d: &Digest) -> bool {
+        self.has_object(d)
+            || self
+                .remote
+                .as_ref()
+                .is_some_and(|r| matches!(r.object_size(d), Ok(Some(_))))
+    }
+
+    /// The local path of an object, fetching it from the remote first if only the remote has
+    /// it (chunked, verified, then renamed into place).
+    pub fn ensure_object(&self, d: &Digest) -> io::Result<PathBuf> {
+        let path = self.object_path(d);
+        if path.is_file() {
+            return Ok(path);
+        }
+        let Some(remote) = &self.remote else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("object {d} is not in the cache"),
+            ));
+        };
+        fs::create_dir_all(self.v.join("tmp"))?;
+        let tmp = crate::fsutil::temp_sibling(&self.v.join("tmp").join(format!("fetch-{}", d.hex())));
+        let fetched = crate::remote::download(remote.as_ref(), d, &tmp);
+        match fetched {
+            Ok(size) => {
+                tracing::info!(object = %d, size, remote = %remote.location(), "fetched");
+                self.adopt_file(&tmp, d)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether an output's objects are all local (an output only the remote has is `false`).
+    pub fn output_local(&self, e: &OutputEntry) -> bool {
+        match e.kind {
+            ArtifactKind::File => self.has_object(&e.digest),
+            ArtifactKind::Dir => {
+                self.has_object(&e.digest)
+                    && self
+                        .read_manifest(&e.digest)
+                        .is_ok_and(|m| m.entries.iter().all(|x| self.has_object(&x.digest)))
+            }
         }
     }
 
@@ -307,7 +396,7 @@ impl Store {
     }
 
     pub fn read_manifest(&self, d: &Digest) -> io::Result<TreeManifest> {
-        let bytes = fs::read(self.object_path(d))?;
+        let bytes = fs::read(self.ensure_object(d)?)?;
         serde_json::from_slice(&bytes).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -329,11 +418,12 @@ impl Store {
         }
     }
 
-    /// Whether every object of a record is present.
+    /// Whether every object of a record is here or in the remote (a directory's manifest is
+    /// fetched to know its files).
     pub fn record_complete(&self, r: &RunRecord) -> Result<(), String> {
         for (name, e) in &r.outputs {
             let objs = self.output_objects(e).map_err(|_| name.clone())?;
-            if objs.iter().any(|d| !self.has_object(d)) {
+            if objs.iter().any(|d| !self.object_available(d)) {
                 return Err(name.clone());
             }
         }
@@ -344,7 +434,7 @@ impl Store {
     /// checkout under `trees/` (made once, atomically) for directories.
     pub fn artifact_path(&self, e: &OutputEntry) -> io::Result<PathBuf> {
         match e.kind {
-            ArtifactKind::File => Ok(self.object_path(&e.digest)),
+            ArtifactKind::File => self.ensure_object(&e.digest),
             ArtifactKind::Dir => {
                 let dest = self.v.join("trees").join(e.digest.hex());
                 if dest.is_dir() {
@@ -377,7 +467,7 @@ impl Store {
         for e in &m.entries {
             let p = dest.join(&e.path);
             fs::create_dir_all(p.parent().expect("entries are inside the tree"))?;
-            link_or_copy(&self.object_path(&e.digest), &p)?;
+            link_or_copy(&self.ensure_object(&e.digest)?, &p)?;
         }
         Ok(())
     }
@@ -386,11 +476,36 @@ impl Store {
         self.v.join("runs").join(format!("{}.json", key.hex()))
     }
 
+    /// The record of `key`: from this store, else from the remote (copied here; its objects are
+    /// fetched only when read).
     pub fn read_record(&self, key: &Digest) -> Option<RunRecord> {
-        let bytes = fs::read(self.record_path(key)).ok()?;
-        serde_json::from_slice::<RunRecord>(&bytes)
-            .ok()
-            .filter(|r| r.format == CACHE_FORMAT && r.key == *key)
+        let parse = |bytes: &[u8]| {
+            serde_json::from_slice::<RunRecord>(bytes)
+                .ok()
+                .filter(|r| r.format == CACHE_FORMAT && r.key == *key)
+        };
+        if let Ok(bytes) = fs::read(self.record_path(key)) {
+            return parse(&bytes);
+        }
+        let remote = self.remote.as_ref()?;
+        let bytes = match remote.get_record(key) {
+            Ok(b) => b?,
+            Err(e) => {
+                tracing::warn!(remote = %remote.location(), %key, "cannot read a record: {e}");
+                return None;
+            }
+        };
+        let record = parse(&bytes)?;
+        if self.exists() {
+            // A cache of the remote's answer; losing it only costs another lookup.
+            let _ = write_atomic(&self.record_path(key), &bytes);
+        }
+        Some(record)
+    }
+
+    /// Whether this store itself has the record of `key` (not asking the remote).
+    pub fn has_local_record(&self, key: &Digest) -> bool {
+        self.record_path(key).is_file()
     }
 
     /// The commit point of a stage: written only after all its objects are in place.
@@ -619,7 +734,8 @@ impl Store {
                 for (out, entry) in &r.outputs {
                     match self.output_objects(entry) {
                         Ok(objs) => {
-                            for d in objs.iter().filter(|d| !self.has_object(d)) {
+                            // A record pulled from a remote may leave its objects there (lazy).
+                            for d in objs.iter().filter(|d| !self.object_available(d)) {
                                 problems.push(format!("run record {} of `{}`: output `{out}` needs missing object {d}", key.short(), r.instance));
                             }
                         }
@@ -631,7 +747,7 @@ impl Store {
                     }
                 }
                 if let Some(l) = r.log {
-                    if !self.has_object(&l) {
+                    if !self.object_available(&l) {
                         problems.push(format!(
                             "run record {} of `{}`: log object {l} is missing",
                             key.short(),

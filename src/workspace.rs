@@ -140,7 +140,9 @@ pub fn materialize(path: &Path, entry: &OutputEntry, store: &Store) -> io::Resul
     fs::create_dir_all(parent)?;
     let tmp = temp_sibling(path);
     let result = match entry.kind {
-        ArtifactKind::File => link_or_copy(&store.object_path(&entry.digest), &tmp),
+        ArtifactKind::File => store
+            .ensure_object(&entry.digest)
+            .and_then(|object| link_or_copy(&object, &tmp)),
         ArtifactKind::Dir => store.link_tree(&entry.digest, &tmp),
     };
     if let Err(e) = result {

@@ -12,6 +12,7 @@ mod crash;
 mod dag;
 mod errors;
 mod freshness;
+mod remote;
 mod report;
 mod run;
 mod tidy;
