@@ -9,5 +9,7 @@ cd "$(dirname "$0")/.."
 export AZIMUTH_REQUIRE_MODELS=1   # so those tests fail, rather than skip, if a model is missing
 ./scripts/setup-browser.sh  # Debian's chromium, for the report's end-to-end test
 export AZIMUTH_REQUIRE_CHROMIUM=1
+./scripts/setup-slurm.sh    # a one-node Slurm (Debian's slurmctld, slurmd, munge) for tests/it/slurm.rs
+export SLURM_CONF="$PWD/.deps/slurm/slurm.conf" AZIMUTH_REQUIRE_SLURM=1
 cargo test --release --locked --workspace
 cargo test --release --locked --no-default-features --lib

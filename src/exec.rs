@@ -34,7 +34,7 @@ use crate::job::{Job, JobBody, JOB_FORMAT};
 use crate::lock::{FileLock, Mode};
 use crate::output::{Event, Printer};
 use crate::plan::{self, PlanError, Settings, State};
-use crate::spec::{Body, InputSource, Pipeline};
+use crate::spec::{Body, Executor, InputSource, Pipeline};
 use crate::store::{hostname, now_secs, OutputEntry, Pointer, RunRecord, Staging, Stamp, Store};
 use crate::workspace::{self, CopyState};
 
@@ -130,7 +130,10 @@ struct Running {
     spinner: Option<indicatif::ProgressBar>,
     /// `$AZIMUTH_PROGRESS` of the stage: its latest status line, shown beside the spinner.
     progress: PathBuf,
+    /// The process group of a local stage (0 for a Slurm job).
     pgid: i32,
+    /// The Slurm job computing it, for `executor: slurm`.
+    slurm_job: Option<String>,
     started: Instant,
     ingredients: KeyRecord,
     _key_lock: FileLock,
@@ -145,6 +148,8 @@ struct Finished {
     result: Result<BTreeMap<String, OutputEntry>, String>,
     log: Vec<u8>,
     staging: Staging,
+    /// Where it ran, when not here (a Slurm node).
+    host: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -322,6 +327,13 @@ pub fn run(
     let started_run = Instant::now();
 
     let mut interrupt_sent: Option<Instant> = None;
+    let poller = (0..n)
+        .any(|i| selected[i] && pipeline.instances[i].executor == Executor::Slurm)
+        .then(crate::slurm::Poller::start);
+    let slurm_max_jobs: usize = std::env::var("AZIMUTH_SLURM_MAX_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     loop {
         if interrupted.load(Ordering::SeqCst) {
             summary.interrupted = true;
@@ -337,9 +349,15 @@ pub fn run(
                 Some(_) => None,
             };
             if let Some(sig) = signal {
-                for r in running.values() {
+                for r in running.values().filter(|r| r.pgid > 0) {
                     // SAFETY: signalling a process group we created.
                     unsafe { libc::killpg(r.pgid, sig) };
+                }
+                if sig == libc::SIGTERM {
+                    if let Some(p) = &poller {
+                        // One scancel for all; each job is then reported as it ends.
+                        p.cancel_all();
+                    }
                 }
             }
         }
@@ -367,10 +385,23 @@ pub fn run(
                     continue;
                 }
                 let inst = &pipeline.instances[i];
-                let cpus = inst.resources.cpus.min(budget_total.cpus);
-                let gpus = inst.resources.gpus.min(budget_total.gpus);
-                let memory = inst.resources.memory.min(budget_total.memory);
+                // A Slurm job uses the cluster's resources, not this machine's.
+                let on_slurm = inst.executor == Executor::Slurm;
+                let (cpus, gpus, memory) = if on_slurm {
+                    (0, 0, 0)
+                } else {
+                    (
+                        inst.resources.cpus.min(budget_total.cpus),
+                        inst.resources.gpus.min(budget_total.gpus),
+                        inst.resources.memory.min(budget_total.memory),
+                    )
+                };
                 if cpus > budget.cpus || gpus > budget.gpus || memory > budget.memory {
+                    continue;
+                }
+                if on_slurm
+                    && running.values().filter(|r| r.slurm_job.is_some()).count() >= slurm_max_jobs
+                {
                     continue;
                 }
                 // Re-plan with the digests the upstreams actually produced.
@@ -453,8 +484,15 @@ pub fn run(
                 printer.stage_line("run", &inst.name, &format!("({reason_text})"));
                 printer.event(&Event::started(&inst.name, &reasons));
                 let device = ing.toolchain.get("device").cloned();
-                match start(pipeline, i, store, &summary, cpus, device, &tx) {
-                    Ok((pgid, progress)) => {
+                let threads = if on_slurm { inst.resources.cpus } else { cpus };
+                let launch = Launch {
+                    threads,
+                    device,
+                    key,
+                    poller: poller.as_ref(),
+                };
+                match start(pipeline, i, store, &summary, launch, &tx, printer) {
+                    Ok((pgid, progress, slurm_job)) => {
                         budget.cpus -= cpus;
                         budget.gpus -= gpus;
                         budget.memory -= memory;
@@ -466,6 +504,7 @@ pub fn run(
                                 spinner: printer.stage_spinner(&inst.name),
                                 progress,
                                 pgid,
+                                slurm_job,
                                 started: Instant::now(),
                                 ingredients: ing,
                                 _key_lock: key_lock,
@@ -542,7 +581,7 @@ pub fn run(
                     log: Some(log),
                     duration_ms: elapsed.as_millis() as u64,
                     finished_at: now_secs(),
-                    host: hostname(),
+                    host: finished.host.clone().unwrap_or_else(hostname),
                     azimuth_version: env!("CARGO_PKG_VERSION").to_string(),
                 };
                 store.write_record(&record).map_err(io_err(format!(
@@ -734,16 +773,64 @@ fn replay(store: &Store, record: &RunRecord, printer: &Printer) {
 }
 
 /// Prepares the staging directory and job file, and starts the supervisor process.
+/// How to start one attempt.
+struct Launch<'a> {
+    threads: u32,
+    device: Option<String>,
+    key: crate::hash::Digest,
+    poller: Option<&'a crate::slurm::Poller>,
+}
+
+/// Starts an attempt: a local supervisor process, or a Slurm job (adopting the job a dead run
+/// left for the same key, if any). Returns the local process group (0 for Slurm), the progress
+/// file and the Slurm job id.
 fn start(
     pipeline: &Pipeline,
     i: usize,
     store: &Store,
     summary: &Summary,
-    threads: u32,
-    device: Option<String>,
+    launch: Launch,
     tx: &mpsc::Sender<Finished>,
-) -> Result<(i32, PathBuf), String> {
+    printer: &Printer,
+) -> Result<(i32, PathBuf, Option<String>), String> {
     let inst = &pipeline.instances[i];
+    let Launch {
+        threads,
+        device,
+        key,
+        poller,
+    } = launch;
+    let slurm = match (inst.executor, poller) {
+        (Executor::Slurm, Some(p)) => Some(p),
+        _ => None,
+    };
+    if let Some(poller) = slurm {
+        let adopted = store.adopt_staging(&inst.name, |dir| {
+            crate::slurm::adopt(dir, &key).is_some()
+        });
+        if let Some(staging) = adopted {
+            let mark = crate::slurm::adopt(&staging.dir, &key).expect("checked by adopt_staging");
+            printer.stage_line(
+                "adopted",
+                &inst.name,
+                &format!("(Slurm job {} of an earlier run)", mark.job_id),
+            );
+            let work = staging.work();
+            let outputs: Vec<(String, PathBuf)> = inst
+                .outputs
+                .iter()
+                .map(|o| (o.name.clone(), work.join(&o.path)))
+                .collect();
+            let progress = staging.dir.join("progress");
+            let log_path = staging.dir.join("log");
+            let rx = poller.watch(&mark.job_id, &staging.dir);
+            let (tx, store, id) = (tx.clone(), store.clone(), mark.job_id.clone());
+            std::thread::spawn(move || {
+                reap_slurm(i, &id, rx, staging, outputs, log_path, store, tx)
+            });
+            return Ok((0, progress, Some(mark.job_id)));
+        }
+    }
     let staging = store
         .staging(&inst.name)
         .map_err(|e| format!("cannot create a staging directory: {e}"))?;
@@ -836,6 +923,25 @@ fn start(
     )
     .map_err(|e| format!("cannot write the job file: {e}"))?;
     let log_path = staging.dir.join("log");
+    if let Some(poller) = slurm {
+        let id = crate::slurm::submit(
+            inst,
+            &pipeline.slurm,
+            &staging.dir,
+            &job_path,
+            &log_path,
+            &work,
+            threads,
+            &key,
+        )?;
+        let rx = poller.watch(&id, &staging.dir);
+        let outputs_decl: Vec<(String, PathBuf)> = outputs.into_iter().collect();
+        let (tx, store, job) = (tx.clone(), store.clone(), id.clone());
+        std::thread::spawn(move || {
+            reap_slurm(i, &job, rx, staging, outputs_decl, log_path, store, tx)
+        });
+        return Ok((0, progress, Some(id)));
+    }
     let log =
         fs::File::create(&log_path).map_err(|e| format!("cannot create the log file: {e}"))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
@@ -868,7 +974,7 @@ fn start(
     let store = store.clone();
     let outputs_decl: Vec<(String, PathBuf)> = outputs.into_iter().collect();
     std::thread::spawn(move || reap(i, child, staging, outputs_decl, log_path, store, tx));
-    Ok((pgid, progress))
+    Ok((pgid, progress, None))
 }
 
 /// Puts each running stage's latest progress line (see `azimuth_stage_api::report_progress`)
@@ -957,6 +1063,46 @@ fn reap(
         result,
         log,
         staging,
+        host: None,
+    });
+}
+
+/// Waits for a Slurm job's outcome, commits its outputs if it succeeded, and reports.
+#[allow(clippy::too_many_arguments)]
+fn reap_slurm(
+    i: usize,
+    job: &str,
+    rx: mpsc::Receiver<crate::slurm::Outcome>,
+    staging: Staging,
+    outputs: Vec<(String, PathBuf)>,
+    log_path: PathBuf,
+    store: Store,
+    tx: mpsc::Sender<Finished>,
+) {
+    let (result, host) = match rx.recv() {
+        Err(_) => (Err(format!("lost track of Slurm job {job}")), None),
+        Ok(o) => match o.exit {
+            Some((0, host)) => (commit(&outputs, &store), Some(host)),
+            Some((code, host)) => (
+                Err(format!("exit code {code} (Slurm job {job} on {host})")),
+                Some(host),
+            ),
+            None => (
+                Err(format!(
+                    "Slurm job {job} ended as {} before the stage finished",
+                    o.state
+                )),
+                None,
+            ),
+        },
+    };
+    let log = read_log(&log_path);
+    let _ = tx.send(Finished {
+        idx: i,
+        result,
+        log,
+        staging,
+        host: host.filter(|h| !h.is_empty()),
     });
 }
 

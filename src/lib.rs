@@ -26,6 +26,7 @@ pub mod registry;
 pub mod remote;
 pub mod report;
 pub mod show;
+pub mod slurm;
 pub mod spec;
 pub mod store;
 pub mod workspace;

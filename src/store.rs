@@ -658,16 +658,51 @@ impl Store {
     }
 
     /// Removes staging directories left by dead runs (their lock is free). Returns how many.
+    /// A staging directory of `instance` left by a dead run that `keep` accepts (a Slurm job
+    /// computing the same key), locked for this run.
+    pub fn adopt_staging(&self, instance: &str, keep: impl Fn(&Path) -> bool) -> Option<Staging> {
+        let prefix = format!("{}-", escape(instance));
+        let rd = fs::read_dir(self.v.join("tmp")).ok()?;
+        for e in rd.flatten() {
+            let dir = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            // `<instance>-<pid>-<attempt>`: the rest is two numbers (another instance's name
+            // may share the prefix).
+            if rest.split('-').count() != 2 || !rest.split('-').all(|p| p.parse::<u64>().is_ok())
+            {
+                continue;
+            }
+            if !dir.is_dir() || !keep(&dir) {
+                continue;
+            }
+            if let Ok(Some(lock)) = FileLock::try_acquire(&dir.join(".lock"), Mode::Exclusive) {
+                return Some(Staging { dir, _lock: lock });
+            }
+        }
+        None
+    }
+
     pub fn clean_stale_staging(&self) -> usize {
         let mut n = 0;
         if let Ok(rd) = fs::read_dir(self.v.join("tmp")) {
             for e in rd.flatten() {
                 let p = e.path();
                 let stale = if p.is_dir() {
-                    matches!(
-                        FileLock::try_acquire(&p.join(".lock"), Mode::Exclusive),
-                        Ok(Some(_))
-                    )
+                    // A dead run's Slurm job may still be running, or done and waiting to be
+                    // committed: a later run adopts it (`adopt_staging`). Kept for a week.
+                    let slurm_job_kept = fs::metadata(p.join("slurm.json"))
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| {
+                            t.elapsed().unwrap_or_default() < Duration::from_secs(7 * 86400)
+                        });
+                    !slurm_job_kept
+                        && matches!(
+                            FileLock::try_acquire(&p.join(".lock"), Mode::Exclusive),
+                            Ok(Some(_))
+                        )
                 } else {
                     // Loose temp files (`.put-*`, `.tree-*`) of dead processes.
                     e.metadata()

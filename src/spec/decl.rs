@@ -9,13 +9,16 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 
 use super::yaml::{Node, Span, Value};
-use super::{Resources, PIPELINE_FORMAT};
+use super::{Executor, Resources, SlurmOptions, PIPELINE_FORMAT};
 use crate::diag::{did_you_mean, Diagnostic};
 use crate::registry::{Registry, StageKind};
 
 pub struct Decls {
     pub params: Vec<(String, Span, Json)>,
     pub stages: Vec<StageDecl>,
+    /// The top-level `executor:` (default for every stage).
+    pub executor: Option<Executor>,
+    pub slurm: SlurmOptions,
 }
 
 impl Decls {
@@ -40,6 +43,7 @@ pub struct StageDecl {
     pub env: Vec<(String, Span)>,
     pub resources: Resources,
     pub device: Option<(String, Span)>,
+    pub executor: Option<Executor>,
 }
 
 pub enum DeclBody {
@@ -103,7 +107,7 @@ pub enum Sweep {
     Foreach(Vec<Node>),
 }
 
-const TOP_KEYS: &[&str] = &["version", "params", "stages"];
+const TOP_KEYS: &[&str] = &["version", "params", "stages", "executor", "slurm"];
 const STAGE_KEYS: &[&str] = &[
     "uses",
     "cmd",
@@ -117,6 +121,7 @@ const STAGE_KEYS: &[&str] = &[
     "env",
     "resources",
     "device",
+    "executor",
 ];
 
 /// Stage, port, output and param names: safe in paths, references and argv placeholders.
@@ -132,6 +137,8 @@ pub fn read(tree: &Node, registry: &Registry, diags: &mut Vec<Diagnostic>) -> De
     let mut decls = Decls {
         params: Vec::new(),
         stages: Vec::new(),
+        executor: None,
+        slurm: SlurmOptions::default(),
     };
     let Some(top) = tree.as_map() else {
         diags.push(
@@ -156,6 +163,8 @@ pub fn read(tree: &Node, registry: &Registry, diags: &mut Vec<Diagnostic>) -> De
             }
             "params" => read_global_params(v, &mut decls, diags),
             "stages" => {}
+            "executor" => decls.executor = read_executor(v, diags),
+            "slurm" => read_slurm(v, &mut decls.slurm, diags),
             other => diags.push(unknown_key(other, k.span, TOP_KEYS, "top-level key", "")),
         }
     }
@@ -290,6 +299,7 @@ fn read_stage(
         env: Vec::new(),
         resources: Resources::default(),
         device: None,
+        executor: None,
     };
     let mut unknown_keys = false;
     for (key_node, val) in map {
@@ -418,6 +428,7 @@ fn read_stage(
                 )),
             },
             "resources" => read_resources(val, &mut s.resources, diags),
+            "executor" => s.executor = read_executor(val, diags),
             "device" => match val.as_str() {
                 Some(d @ ("auto" | "cpu" | "cuda" | "mps")) => {
                     s.device = Some((d.to_string(), val.span))
@@ -797,10 +808,107 @@ fn read_outputs(val: &Node, s: &mut StageDecl, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+fn read_executor(val: &Node, diags: &mut Vec<Diagnostic>) -> Option<Executor> {
+    match val.as_str() {
+        Some("local") => Some(Executor::Local),
+        Some("slurm") => Some(Executor::Slurm),
+        _ => {
+            diags.push(
+                Diagnostic::new("`executor` must be `local` or `slurm`", val.span)
+                    .hint("`slurm` submits each stage with sbatch; see README, \"Running on a Slurm cluster\""),
+            );
+            None
+        }
+    }
+}
+
+fn read_slurm(val: &Node, o: &mut SlurmOptions, diags: &mut Vec<Diagnostic>) {
+    let Some(m) = val.as_map() else {
+        diags.push(Diagnostic::new(
+            "`slurm` must be a map (partition, account, qos, args)",
+            val.span,
+        ));
+        return;
+    };
+    for (k, v) in m {
+        let key = k.as_str().unwrap_or_default();
+        let text = |v: &Node| v.as_str().map(str::to_string);
+        match key {
+            "partition" | "account" | "qos" => match text(v) {
+                Some(t) if !t.is_empty() && !t.starts_with('-') => {
+                    *match key {
+                        "partition" => &mut o.partition,
+                        "account" => &mut o.account,
+                        _ => &mut o.qos,
+                    } = Some(t)
+                }
+                _ => diags.push(Diagnostic::new(format!("`slurm.{key}` must be a name"), v.span)),
+            },
+            "args" => match &v.value {
+                Value::Seq(items) => {
+                    for it in items {
+                        match text(it) {
+                            Some(t) if t.starts_with('-') => o.args.push(t),
+                            _ => diags.push(
+                                Diagnostic::new("`slurm.args` entries are sbatch options", it.span)
+                                    .hint("e.g. `args: [\"--constraint=a100\", \"--exclusive\"]`"),
+                            ),
+                        }
+                    }
+                }
+                _ => diags.push(Diagnostic::new(
+                    "`slurm.args` must be a list of sbatch options",
+                    v.span,
+                )),
+            },
+            other => diags.push(unknown_key(
+                other,
+                k.span,
+                &["partition", "account", "qos", "args"],
+                "key",
+                " in `slurm`",
+            )),
+        }
+    }
+}
+
+/// Seconds from `3600`, `"90s"`, `"30m"`, `"2h"`, `"1d"`, `"1:30:00"` or `"45:00"`.
+fn parse_seconds(v: &Node) -> Option<u64> {
+    match &v.value {
+        Value::Int(n) if *n > 0 => Some(*n as u64),
+        Value::Str(s) => {
+            let s = s.trim();
+            if s.contains(':') {
+                let parts: Vec<u64> = s
+                    .split(':')
+                    .map(|p| p.parse().ok())
+                    .collect::<Option<_>>()?;
+                return match parts[..] {
+                    [m, sec] if sec < 60 => Some(m * 60 + sec),
+                    [h, m, sec] if m < 60 && sec < 60 => Some(h * 3600 + m * 60 + sec),
+                    _ => None,
+                };
+            }
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().ok()?;
+            let mult = match unit.trim() {
+                "" | "s" => 1,
+                "m" | "min" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                _ => return None,
+            };
+            Some(n * mult).filter(|&t| t > 0)
+        }
+        _ => None,
+    }
+}
+
 fn read_resources(val: &Node, r: &mut Resources, diags: &mut Vec<Diagnostic>) {
     let Some(m) = val.as_map() else {
         diags.push(Diagnostic::new(
-            "`resources` must be a map (cpus, gpus, memory)",
+            "`resources` must be a map (cpus, gpus, memory, time)",
             val.span,
         ));
         return;
@@ -816,6 +924,13 @@ fn read_resources(val: &Node, r: &mut Resources, diags: &mut Vec<Diagnostic>) {
                     v.span,
                 )),
             },
+            ("time", _) => match parse_seconds(v) {
+                Some(t) => r.time = t,
+                None => diags.push(Diagnostic::new(
+                    "`time` must be a duration such as `90m`, `2h`, `1:30:00` or a number of seconds",
+                    v.span,
+                )),
+            },
             ("cpus", _) => diags.push(Diagnostic::new(
                 "`cpus` must be a whole number from 1",
                 v.span,
@@ -827,7 +942,7 @@ fn read_resources(val: &Node, r: &mut Resources, diags: &mut Vec<Diagnostic>) {
             (other, _) => diags.push(unknown_key(
                 other,
                 k.span,
-                &["cpus", "gpus", "memory"],
+                &["cpus", "gpus", "memory", "time"],
                 "resource",
                 "",
             )),

@@ -43,6 +43,8 @@ pub struct Pipeline {
     /// Stages azimuth added that the file does not declare (the implicit report of
     /// `azimuth report`); they stay out of `pipeline.lock`.
     pub implicit: Vec<String>,
+    /// The top-level `slurm:` options.
+    pub slurm: SlurmOptions,
 }
 
 /// One runnable unit: a stage, or one point of a stage's sweep.
@@ -72,6 +74,9 @@ pub struct Instance {
     /// For built-ins that read it: where each input comes from and the stage graph (digests are
     /// filled in when the job is written). Enters the key.
     pub provenance: Option<azimuth_stage_api::provenance::Provenance>,
+    /// Where it runs (the stage's `executor:`, else the pipeline's, else local). Not in the key:
+    /// a result is the same wherever it was computed.
+    pub executor: Executor,
     pub span: Span,
 }
 
@@ -116,6 +121,8 @@ pub struct Resources {
     pub gpus: u32,
     /// Bytes of memory the stage expects to need (0 = unspecified).
     pub memory: u64,
+    /// Wall-clock limit in seconds (0 = unspecified); a cluster executor enforces it.
+    pub time: u64,
 }
 
 impl Default for Resources {
@@ -124,8 +131,38 @@ impl Default for Resources {
             cpus: 1,
             gpus: 0,
             memory: 0,
+            time: 0,
         }
     }
+}
+
+/// Where an instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Executor {
+    /// A child process of `azimuth run` on this machine.
+    #[default]
+    Local,
+    /// A Slurm job (`sbatch`), see `crate::slurm`.
+    Slurm,
+}
+
+impl Executor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Executor::Local => "local",
+            Executor::Slurm => "slurm",
+        }
+    }
+}
+
+/// Options for `executor: slurm` (top-level `slurm:`), passed to every `sbatch`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// More `sbatch` arguments, verbatim (e.g. `--constraint=a100`).
+    pub args: Vec<String>,
 }
 
 impl Pipeline {
@@ -298,6 +335,7 @@ pub fn from_source_with(
             env: Vec::new(),
             resources: Resources::default(),
             device: None,
+            executor: None,
         });
         implicit.push(name);
     }
@@ -313,6 +351,7 @@ pub fn from_source_with(
         params: decls.params_values(),
         instances: resolved,
         implicit,
+        slurm: decls.slurm.clone(),
     };
     let wants: Vec<usize> = (0..pipeline.instances.len())
         .filter(|&i| {

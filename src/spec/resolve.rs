@@ -172,6 +172,8 @@ pub fn resolve(decls: &Decls, registry: &Registry, diags: &mut Vec<Diagnostic>) 
                 &stage_instances,
                 &mut local,
             ) {
+                let mut inst = inst;
+                inst.executor = s.executor.or(decls.executor).unwrap_or_default();
                 mine.push(instances.len());
                 instances.push(inst);
             }
@@ -968,6 +970,7 @@ fn build_instance(
         uses_torch: builtin.is_some_and(|b| b.uses_torch),
         device_dependent: builtin.is_some_and(|b| b.device_dependent),
         provenance: None,
+        executor: s.executor.unwrap_or_default(),
         span: s.name_span,
     })
 }

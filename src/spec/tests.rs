@@ -287,3 +287,50 @@ stages:
     );
     assert!(e.contains("cycle"), "{e}");
 }
+
+/// `executor:` at the top sets every stage's default; a stage may override it. `slurm:` options
+/// and `resources.time` are read; bad values are errors with their location.
+#[test]
+fn executors_slurm_options_and_time_limits() {
+    let p = load(
+        r#"
+executor: slurm
+slurm: {partition: gpu, account: lab, args: ["--constraint=a100"]}
+stages:
+  a:
+    cmd: [a, "${outputs.x}"]
+    outputs: {x: x.txt}
+    resources: {cpus: 4, time: "1:30:00"}
+  b:
+    executor: local
+    cmd: [b, "${inputs.x}", "${outputs.y}"]
+    inputs: {x: a.x}
+    outputs: {y: y.txt}
+    resources: {time: 90m}
+"#,
+    );
+    let a = &p.instances[p.instance("a").unwrap()];
+    let b = &p.instances[p.instance("b").unwrap()];
+    assert_eq!(a.executor, Executor::Slurm);
+    assert_eq!(b.executor, Executor::Local);
+    assert_eq!((a.resources.cpus, a.resources.time), (4, 5400));
+    assert_eq!(b.resources.time, 5400);
+    assert_eq!(p.slurm.partition.as_deref(), Some("gpu"));
+    assert_eq!(p.slurm.account.as_deref(), Some("lab"));
+    assert_eq!(p.slurm.args, ["--constraint=a100"]);
+    let e = errors(
+        r#"
+executor: pbs
+slurm: {partition: "-x", nodes: 3}
+stages:
+  a:
+    cmd: [a, "${outputs.x}"]
+    outputs: {x: x.txt}
+    resources: {time: soon}
+"#,
+    );
+    assert!(e.contains("`executor` must be `local` or `slurm`"), "{e}");
+    assert!(e.contains("`slurm.partition` must be a name"), "{e}");
+    assert!(e.contains("unknown key `nodes` in `slurm`"), "{e}");
+    assert!(e.contains("`time` must be a duration"), "{e}");
+}

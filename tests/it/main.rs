@@ -15,4 +15,5 @@ mod freshness;
 mod remote;
 mod report;
 mod run;
+mod slurm;
 mod tidy;
