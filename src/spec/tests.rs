@@ -245,18 +245,15 @@ stages:
 "#,
     );
     let outputs = |name: &str, port: &str| -> Vec<String> {
+        let names = ups(&p, name, port);
         let i = &p.instances[p.instance(name).unwrap()];
-        i.inputs
+        let input = i.inputs.iter().find(|x| x.port == port).unwrap();
+        names
             .iter()
-            .find(|x| x.port == port)
-            .unwrap()
-            .sources
-            .iter()
-            .map(|s| match s {
-                InputSource::Upstream { instance, output } => {
-                    format!("{}.{output}", p.instances[*instance].name)
-                }
-                InputSource::External { path } => path.clone(),
+            .zip(&input.sources)
+            .map(|(n, s)| match s {
+                InputSource::Upstream { output, .. } => format!("{n}.{output}"),
+                InputSource::External { .. } => n.clone(),
             })
             .collect()
     };

@@ -117,6 +117,25 @@ fn jobs_named(instance: &str) -> Vec<String> {
     ids.into_iter().map(|i| i.to_string()).collect()
 }
 
+/// A pipeline of one Slurm stage `name` running `sh -c SCRIPT OUT`.
+fn one_stage(p: &Project, name: &str, script: &str) {
+    p.pipeline(&format!(
+        "executor: slurm\nstages:\n  {name}:\n    cmd: [sh, -c, '{script}', \"${{outputs.o}}\"]\n    outputs: {{o: o.txt}}\n"
+    ));
+}
+
+/// Polls `f` every 50 ms until it gives a value; fails after `secs` saying `what`.
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A unique tag so that tests running at once (and earlier runs) never share job names.
 fn tag() -> String {
     format!(
@@ -196,10 +215,8 @@ stages:
 fn a_failing_job_reports_its_exit_code_and_log() {
     let Some(conf) = slurm_conf() else { return };
     let (p, shims) = project(0);
-    let t = tag();
-    p.pipeline(&format!(
-        "executor: slurm\nstages:\n  bad_{t}:\n    cmd: [sh, -c, 'echo broken input >&2; exit 3', \"${{outputs.o}}\"]\n    outputs: {{o: o.txt}}\n"
-    ));
+    let name = format!("bad_{}", tag());
+    one_stage(&p, &name, "echo broken input >&2; exit 3");
     let out = azimuth(&p, &shims, &conf, &["run"]).output().unwrap();
     let said = format!(
         "{}{}",
@@ -209,70 +226,44 @@ fn a_failing_job_reports_its_exit_code_and_log() {
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("exit code 3 (Slurm job"), "{said}");
     assert!(said.contains("broken input"), "the job's log is shown: {said}");
-    assert!(!p.exists(&format!("out/bad_{t}/o.txt")));
+    assert!(!p.exists(&format!("out/{name}/o.txt")));
 }
 
 #[test]
 fn ctrl_c_cancels_the_jobs() {
     let Some(conf) = slurm_conf() else { return };
     let (p, shims) = project(0);
-    let t = tag();
-    let name = format!("slow_{t}");
-    p.pipeline(&format!(
-        "executor: slurm\nstages:\n  {name}:\n    cmd: [sh, -c, 'sleep 300; echo > \"$0\"', \"${{outputs.o}}\"]\n    outputs: {{o: o.txt}}\n"
-    ));
+    let name = format!("slow_{}", tag());
+    one_stage(&p, &name, "sleep 300; echo > \"$0\"");
     let child = azimuth(&p, &shims, &conf, &["run"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let id = loop {
-        if let Some(id) = jobs_named(&name).pop() {
-            if job_state(&id) == "RUNNING" {
-                break id;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the job never ran");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = wait_for("the job never ran", 60, || {
+        jobs_named(&name).pop().filter(|id| job_state(id) == "RUNNING")
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(calls(&p, "scancel"), 1);
-    let start = Instant::now();
-    while job_state(&id) != "CANCELLED" {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "job {id} is {}",
-            job_state(&id)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(&format!("job {id} was not cancelled"), 30, || {
+        (job_state(&id) == "CANCELLED").then_some(())
+    });
 }
 
 #[test]
 fn a_run_killed_midway_is_resumed_by_adopting_its_jobs() {
     let Some(conf) = slurm_conf() else { return };
     let (p, shims) = project(0);
-    let t = tag();
-    let name = format!("long_{t}");
-    p.pipeline(&format!(
-        "executor: slurm\nstages:\n  {name}:\n    cmd: [sh, -c, 'sleep 4; echo \"$SLURM_JOB_ID\" > \"$0\"', \"${{outputs.o}}\"]\n    outputs: {{o: o.txt}}\n"
-    ));
+    let name = format!("long_{}", tag());
+    one_stage(&p, &name, "sleep 4; echo \"$SLURM_JOB_ID\" > \"$0\"");
     let mut child = azimuth(&p, &shims, &conf, &["run"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let id = loop {
-        if let Some(id) = jobs_named(&name).pop() {
-            break id;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "no job was submitted");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let id = wait_for("no job was submitted", 60, || jobs_named(&name).pop());
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     assert!(!p.exists(&format!("out/{name}/o.txt")));
