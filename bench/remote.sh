@@ -3,9 +3,9 @@
 #
 # Usage: bench/remote.sh [MiB] [repeat]   (defaults: 1024 MiB, best of 3)
 # 1. A stage writes MiB of random bytes (one object); `azimuth run --no-push` stores it locally.
-# 2. Push: `azimuth cache push` of that object into an empty remote directory (8 MiB chunks,
-#    8 at once, each fsynced, then joined, hashed and renamed) against `cp` of the same file
-#    followed by `sync` (no chunks, no verification).
+# 2. Push: `azimuth cache push` of that object into an empty remote directory (8 MiB chunks
+#    written at their offsets, 8 at once, then hashed once, fsynced and renamed) against `cp` of
+#    the same file followed by `sync` (no chunks, no verification).
 # 3. Pull: a second cache root fetches it (`azimuth cache pull`: ranged reads, 8 at once, then
 #    BLAKE3 of the whole file) against `cp` + `sync` back.
 # Each side starts from dropped page cache when run as root (echo 3 > /proc/sys/vm/drop_caches),
@@ -44,4 +44,5 @@ P=$(printf '%s\n' "${push[@]}" | best); C=$(printf '%s\n' "${cpto[@]}" | best)
 L=$(printf '%s\n' "${pull[@]}" | best); B=$(printf '%s\n' "${cpback[@]}" | best)
 printf 'push  azimuth %6.2f s (%4.0f MiB/s)   cp+sync %6.2f s   ratio %.2f\n' "$P" "$(echo "$MIB / $P" | bc -l)" "$C" "$(echo "$P / $C" | bc -l)"
 printf 'pull  azimuth %6.2f s (%4.0f MiB/s)   cp+sync %6.2f s   ratio %.2f\n' "$L" "$(echo "$MIB / $L" | bc -l)" "$B" "$(echo "$L / $B" | bc -l)"
-cmp "$OBJ" "$(cd "$W/b" && $AZ cache path blob.o)" && echo "pulled object identical"
+DIGEST=$($AZ hash "$OBJ" | awk '{print $1}')
+cmp "$OBJ" "$(cd "$W/b" && $AZ cache path "$DIGEST")" && echo "pulled object identical ($DIGEST)"

@@ -6,18 +6,22 @@
 //!   azimuth-remote                 marks the directory as a remote (refuses to write elsewhere)
 //!   v1/objects/ab/cdef…            verified objects, mode 0444 (the local store's naming)
 //!   v1/runs/<key>.json             run records; the first one stored for a key stays
-//!   v1/uploads/<digest>/<i>-<chunk digest>   chunks of unfinished uploads, any machine's
-//!   v1/tmp/                        files being assembled (host and pid in their names)
+//!   v1/uploads/<digest>/data       an unfinished upload: chunks are written at their offsets
+//!   v1/uploads/<digest>/<i>-<chunk digest>   empty markers of the chunks written, any machine's
 //! ```
 //!
-//! Every file appears by `rename` (objects, chunks) or `link` (records) of a complete, fsynced
-//! temporary file in the same directory, so concurrent writers on different hosts never see each
-//! other's partial files: two uploads of one object write identical chunks under identical names,
-//! and two records for one key race on `link`, which lets exactly one win.
+//! An upload writes each chunk straight into `data` at its offset, then creates the chunk's
+//! marker; finishing hashes `data` once, and only if it has the object's digest and size is it
+//! fsynced, made read-only and renamed into `objects/`. So the bytes cross the filesystem once,
+//! and nothing unverified ever becomes an object: a marker whose bytes were lost in a crash
+//! fails the final digest check, which removes the upload so the next push starts clean. Two
+//! machines uploading one object write identical bytes at identical offsets. Records appear by
+//! `link` of a complete, fsynced temporary file, which lets exactly one of two racing writers
+//! win; the marker file appears by `rename` of a fresh temporary file.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +130,11 @@ impl Remote for DirRemote {
 
     fn upload_chunks(&self, d: &Digest) -> io::Result<BTreeMap<u64, Digest>> {
         let mut out = BTreeMap::new();
+        // Markers without `data` (an uploader that died while finishing, or one finishing now)
+        // vouch for nothing: the chunks are sent again.
+        if !self.upload_dir(d).join("data").is_file() {
+            return Ok(out);
+        }
         let entries = match fs::read_dir(self.upload_dir(d)) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
@@ -143,56 +152,86 @@ impl Remote for DirRemote {
         Ok(out)
     }
 
-    fn put_chunk(&self, d: &Digest, index: u64, chunk: &Digest, bytes: &[u8]) -> io::Result<()> {
+    fn put_chunk(
+        &self,
+        d: &Digest,
+        index: u64,
+        offset: u64,
+        chunk: &Digest,
+        bytes: &[u8],
+    ) -> io::Result<()> {
         let dir = self.upload_dir(d);
         fs::create_dir_all(&dir)?;
-        let tmp = temp_file(&dir, "chunk", bytes)?;
-        let dest = dir.join(format!("{index}-{}", chunk.hex()));
-        fs::rename(&tmp, &dest).inspect_err(|_| {
+        let data = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("data"))?;
+        data.write_all_at(bytes, offset)?;
+        drop(data);
+        // The marker says "these bytes are there"; the final digest check is what trusts them.
+        let tmp = temp_file(&dir, "marker", b"")?;
+        fs::rename(&tmp, dir.join(format!("{index}-{}", chunk.hex()))).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
     }
 
-    fn finish_upload(&self, d: &Digest, size: u64, chunks: &[Digest]) -> io::Result<()> {
+    fn finish_upload(&self, d: &Digest, size: u64, _chunks: &[Digest]) -> io::Result<()> {
         let dest = self.object_path(d);
+        let dir = self.upload_dir(d);
         if dest.is_file() {
-            let _ = crate::fsutil::remove_all(&self.upload_dir(d));
+            let _ = crate::fsutil::remove_all(&dir);
             return Ok(());
         }
-        let dir = self.upload_dir(d);
+        let data = dir.join("data");
+        // Moved aside first, so that no other uploader writes into the file being verified.
         let tmp = self.v.join("tmp").join(unique(&d.hex()));
-        let result = (|| {
-            let mut out = fs::File::create(&tmp)?;
-            let mut hasher = blake3::Hasher::new();
-            let mut total = 0u64;
-            let mut buf = Vec::new();
-            for (i, cd) in chunks.iter().enumerate() {
-                buf.clear();
-                fs::File::open(dir.join(format!("{i}-{}", cd.hex())))?.read_to_end(&mut buf)?;
-                hasher.update(&buf);
-                out.write_all(&buf)?;
-                total += buf.len() as u64;
+        match fs::rename(&data, &tmp) {
+            Ok(()) => {}
+            Err(_) if dest.is_file() => return Ok(()),
+            // Another uploader of the same object is verifying it: wait for its verdict.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_secs(600) {
+                    if dest.is_file() {
+                        return Ok(());
+                    }
+                    if !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                return if dest.is_file() {
+                    Ok(())
+                } else {
+                    Err(io::Error::other(format!(
+                        "another upload of {d} was finishing and did not complete; push again"
+                    )))
+                };
             }
-            let got = Digest(*hasher.finalize().as_bytes());
-            if got != *d || total != size {
+            Err(e) => return Err(e),
+        }
+        let result = (|| {
+            let file = fs::File::open(&tmp)?;
+            let len = file.metadata()?.len();
+            let (got, _) = crate::hash::hash_file(&tmp)?;
+            if got != *d || len != size {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "the uploaded chunks of {d} join to {total} bytes with digest {got}, not \
-                         {size} bytes with digest {d}; the chunks were removed, push again"
+                        "the uploaded bytes of {d} are {len} bytes with digest {got}, not {size} \
+                         bytes with digest {d}; the upload was removed, push again"
                     ),
                 ));
             }
-            out.sync_all()?;
+            file.sync_all()?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
             fs::create_dir_all(dest.parent().expect("objects have a parent"))?;
             fs::rename(&tmp, &dest)
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
-            if e.kind() == io::ErrorKind::InvalidData {
-                let _ = crate::fsutil::remove_all(&dir);
-            }
+            let _ = crate::fsutil::remove_all(&dir);
             return Err(e);
         }
         let _ = crate::fsutil::remove_all(&dir);

@@ -17,8 +17,9 @@
 //!   input, `cache path`), not before; `run --lazy` leaves outputs nobody reads in the remote.
 //! - [`dir::DirRemote`] is a directory (a shared filesystem: NFS, Lustre, a mounted bucket). An
 //!   S3-compatible backend maps onto the same methods: `object_size` = HEAD, `read_object_at` =
-//!   ranged GET, chunks = multipart upload parts (resumed with ListParts), `finish_upload` =
-//!   CompleteMultipartUpload, `put_record` = PUT with If-None-Match.
+//!   ranged GET, chunks = multipart upload parts (resumed with ListParts; the offset is implied
+//!   by the part number), `finish_upload` = CompleteMultipartUpload, `put_record` = PUT with
+//!   If-None-Match.
 
 pub mod dir;
 
@@ -44,8 +45,16 @@ pub trait Remote: Send + Sync {
     fn read_object_at(&self, d: &Digest, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// The chunks of an unfinished upload of `d` already stored: index → the chunk's digest.
     fn upload_chunks(&self, d: &Digest) -> io::Result<BTreeMap<u64, Digest>>;
-    /// Stores chunk `index` of an upload of `d` (idempotent; visible only complete).
-    fn put_chunk(&self, d: &Digest, index: u64, chunk: &Digest, bytes: &[u8]) -> io::Result<()>;
+    /// Stores chunk `index` (the bytes at `offset` of the object) of an upload of `d`
+    /// (idempotent; recorded as done only once its bytes are written).
+    fn put_chunk(
+        &self,
+        d: &Digest,
+        index: u64,
+        offset: u64,
+        chunk: &Digest,
+        bytes: &[u8],
+    ) -> io::Result<()>;
     /// Joins the chunks (`chunks[i]` is chunk i's digest) into the object, checks that the
     /// result has digest `d` and `size` bytes, and makes it visible; a no-op if it exists.
     fn finish_upload(&self, d: &Digest, size: u64, chunks: &[Digest]) -> io::Result<()>;
@@ -140,7 +149,7 @@ pub fn upload_chunked(
                 if have.get(&i) == Some(&cd) {
                     return Ok((cd, true));
                 }
-                remote.put_chunk(d, i, &cd, &buf)?;
+                remote.put_chunk(d, i, offset, &cd, &buf)?;
                 Ok((cd, false))
             })
             .collect()
@@ -167,8 +176,15 @@ pub fn upload_chunked(
             out.sent += 1;
         }
     }
-    remote.finish_upload(d, size, &chunks)?;
-    Ok(out)
+    match remote.finish_upload(d, size, &chunks) {
+        Ok(()) => Ok(out),
+        // Another machine finished the same object first (and took the upload with it).
+        Err(_) if remote.object_size(d)?.is_some() => Ok(Uploaded {
+            present: true,
+            ..out
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Downloads object `d` into `dest` (which must not exist yet; the caller renames it into
@@ -340,10 +356,10 @@ mod tests {
         fs::write(&src, &bytes).unwrap();
         for i in [0u64, 3, 7] {
             let c = &bytes[i as usize * 4096..(i as usize + 1) * 4096];
-            r.put_chunk(&d, i, &Digest::of_bytes(c), c).unwrap();
+            r.put_chunk(&d, i, i * 4096, &Digest::of_bytes(c), c).unwrap();
         }
         // A stray chunk under a wrong digest is not trusted.
-        r.put_chunk(&d, 1, &Digest::of_bytes(b"junk"), b"junk").unwrap();
+        r.put_chunk(&d, 1, 4096, &Digest::of_bytes(b"junk"), b"junk").unwrap();
         assert_eq!(r.object_size(&d).unwrap(), None, "chunks alone are not an object");
         let up = upload_chunked(&r, &d, &src, 4096).unwrap();
         assert_eq!((up.reused, up.sent), (3, 7));
@@ -361,9 +377,9 @@ mod tests {
         let bytes = vec![5u8; 9000];
         let d = Digest::of_bytes(&bytes);
         let c0 = Digest::of_bytes(&bytes[..4096]);
-        r.put_chunk(&d, 0, &c0, &bytes[..4096]).unwrap();
+        r.put_chunk(&d, 0, 0, &c0, &bytes[..4096]).unwrap();
         let wrong = vec![6u8; 4904];
-        r.put_chunk(&d, 1, &Digest::of_bytes(&wrong), &wrong).unwrap();
+        r.put_chunk(&d, 1, 4096, &Digest::of_bytes(&wrong), &wrong).unwrap();
         let err = r
             .finish_upload(&d, 9000, &[c0, Digest::of_bytes(&wrong)])
             .unwrap_err();
