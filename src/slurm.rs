@@ -411,6 +411,43 @@ mod tests {
         assert_eq!(sh_quote("it's"), "'it'\\''s'");
     }
 
+    /// Every declared resource and every `slurm:` option reaches sbatch.
+    #[test]
+    fn sbatch_gets_the_declared_resources_and_options() {
+        let p = crate::spec::from_source(
+            Path::new("pipeline.yaml"),
+            Path::new("/p"),
+            "executor: slurm\nslurm: {partition: gpu, account: lab, qos: high, args: [--exclusive]}\n\
+             stages:\n  train:\n    cmd: [t, \"${outputs.o}\"]\n    outputs: {o: o}\n    \
+             resources: {cpus: 8, gpus: 2, memory: 3GiB, time: 4h}\n"
+                .into(),
+            &crate::registry::Registry::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+        let a = sbatch_args(
+            &p.instances[0],
+            &p.slurm,
+            Path::new("/s/log"),
+            Path::new("/s/work"),
+            8,
+        );
+        for want in [
+            "--job-name=azimuth:train",
+            "--output=/s/log",
+            "--chdir=/s/work",
+            "--cpus-per-task=8",
+            "--mem=3072M",
+            "--gres=gpu:2",
+            "--time=240",
+            "--partition=gpu",
+            "--account=lab",
+            "--qos=high",
+            "--exclusive",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
+        }
+    }
+
     #[test]
     fn time_limits_round_up_to_minutes() {
         assert_eq!(slurm_minutes(1), "1");
