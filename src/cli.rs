@@ -509,6 +509,7 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
         version: JSON_VERSION,
         ran: summary.ran,
         restored: summary.restored,
+        in_remote: summary.in_remote,
         fresh: summary.fresh + summary.cutoff,
         failed: summary.failed.clone(),
         skipped: summary.skipped,
@@ -518,6 +519,9 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
     let mut parts = vec![format!("{} ran", summary.ran)];
     if summary.restored > 0 {
         parts.push(format!("{} restored", summary.restored));
+    }
+    if summary.in_remote > 0 {
+        parts.push(format!("{} left in the remote", summary.in_remote));
     }
     parts.push(format!("{} fresh", summary.fresh + summary.cutoff));
     if !summary.failed.is_empty() {
@@ -905,13 +909,26 @@ fn status(
                 (modified_note(modified), Vec::new(), modified.clone())
             }
             State::Restorable {
-                missing, modified, ..
+                missing,
+                modified,
+                record,
             } => (
-                format!(
-                    "outputs cached, workspace copy missing or stale: {}{}",
-                    missing.join(", "),
-                    modified_note(modified)
-                ),
+                {
+                    let remote_only = missing
+                        .iter()
+                        .filter_map(|m| record.outputs.get(m))
+                        .any(|e| !store.output_local(e));
+                    format!(
+                        "outputs cached{}, workspace copy missing or stale: {}{}",
+                        if remote_only {
+                            " (in the remote: fetched when `run` links them)"
+                        } else {
+                            ""
+                        },
+                        missing.join(", "),
+                        modified_note(modified)
+                    )
+                },
                 Vec::new(),
                 modified.clone(),
             ),

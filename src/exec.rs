@@ -59,6 +59,8 @@ pub struct RunOptions {
 pub struct Summary {
     pub ran: usize,
     pub restored: usize,
+    /// Up to date, but its outputs stayed in the remote (`run --lazy`).
+    pub in_remote: usize,
     pub fresh: usize,
     pub cutoff: usize,
     pub failed: Vec<String>,
@@ -293,11 +295,19 @@ pub fn run(
                 );
                 printer.event(&Event::finished(
                     &pipeline.instances[i].name,
-                    "restored",
+                    if restored.is_empty() {
+                        "in-remote"
+                    } else {
+                        "restored"
+                    },
                     record.duration_ms,
                     None,
                 ));
-                summary.restored += 1;
+                if restored.is_empty() {
+                    summary.in_remote += 1;
+                } else {
+                    summary.restored += 1;
+                }
                 phase[i] = Phase::Done;
             }
             State::Dirty { reasons, .. } => {

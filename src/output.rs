@@ -160,7 +160,7 @@ impl Printer {
         let code = match what {
             "done" | "restored" => "32",
             "failed" => "31;1",
-            "run" => "36",
+            "run" | "adopted" => "36",
             "skipped" | "waiting" => "33",
             _ => "2",
         };
@@ -282,12 +282,19 @@ pub enum Event {
         version: u32,
         ran: usize,
         restored: usize,
+        /// Up to date, with outputs left in the remote cache (`run --lazy`).
+        #[serde(skip_serializing_if = "is_zero")]
+        in_remote: usize,
         fresh: usize,
         failed: Vec<String>,
         skipped: usize,
         interrupted: bool,
         elapsed_ms: u64,
     },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Event {

@@ -89,7 +89,9 @@ fn lazy_runs_fetch_only_what_a_stage_reads() {
 
     let b = project(50_000);
     let r = run_with(&b, &remote, &["run", "--lazy"]).ok();
-    assert!(said(&r).contains("left in the remote"), "{}", said(&r));
+    assert!(said(&r).contains("0 ran, 2 left in the remote"), "{}", said(&r));
+    let s = run_with(&b, &remote, &["status"]).ok();
+    assert!(s.stdout.contains("(in the remote: fetched when `run` links them)"), "{}", s.stdout);
     assert!(!b.exists("out/make/blob.bin"), "nothing is downloaded for out/");
     let blob_digest = a.run(&["hash", "out/make/blob.bin"]).ok().stdout;
     let hex = blob_digest.split_whitespace().next().unwrap().trim_start_matches("b3:").to_string();
