@@ -46,6 +46,27 @@ pub struct StageDecl {
     pub executor: Option<Executor>,
 }
 
+impl StageDecl {
+    /// A stage with nothing declared but its name and body.
+    pub fn new(name: String, name_span: Span, body: DeclBody) -> StageDecl {
+        StageDecl {
+            name,
+            name_span,
+            body,
+            kind: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            outputs_span: None,
+            params: Vec::new(),
+            sweep: None,
+            env: Vec::new(),
+            resources: Resources::default(),
+            device: None,
+            executor: None,
+        }
+    }
+}
+
 pub enum DeclBody {
     Builtin {
         uses: String,
@@ -286,21 +307,7 @@ fn read_stage(
         ));
         return None;
     };
-    let mut s = StageDecl {
-        name: name.clone(),
-        name_span: k.span,
-        body: DeclBody::Missing,
-        kind: None,
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        outputs_span: None,
-        params: Vec::new(),
-        sweep: None,
-        env: Vec::new(),
-        resources: Resources::default(),
-        device: None,
-        executor: None,
-    };
+    let mut s = StageDecl::new(name.clone(), k.span, DeclBody::Missing);
     let mut unknown_keys = false;
     for (key_node, val) in map {
         let key = key_node.as_str().unwrap_or_default();

@@ -314,29 +314,21 @@ pub fn from_source_with(
         while decls.stages.iter().any(|s| s.name == name) {
             name.push('_');
         }
-        decls.stages.push(decl::StageDecl {
-            name: name.clone(),
-            name_span: Span::default(),
-            body: decl::DeclBody::Builtin {
+        let mut report = decl::StageDecl::new(
+            name.clone(),
+            Span::default(),
+            decl::DeclBody::Builtin {
                 uses: "report.html".into(),
             },
-            kind: None,
-            inputs: vec![decl::InputDecl {
-                port: "artifacts".into(),
-                port_span: Span::default(),
-                refs: vec![decl::RefDecl::Everything {
-                    span: Span::default(),
-                }],
+        );
+        report.inputs.push(decl::InputDecl {
+            port: "artifacts".into(),
+            port_span: Span::default(),
+            refs: vec![decl::RefDecl::Everything {
+                span: Span::default(),
             }],
-            outputs: Vec::new(),
-            outputs_span: None,
-            params: Vec::new(),
-            sweep: None,
-            env: Vec::new(),
-            resources: Resources::default(),
-            device: None,
-            executor: None,
         });
+        decls.stages.push(report);
         implicit.push(name);
     }
     let resolved = resolve::resolve(&decls, registry, &mut diags);

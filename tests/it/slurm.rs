@@ -136,6 +136,15 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// What a finished azimuth printed, stdout then stderr.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A unique tag so that tests running at once (and earlier runs) never share job names.
 fn tag() -> String {
     format!(
@@ -170,11 +179,7 @@ stages:
 "#
     ));
     let out = azimuth(&p, &shims, &conf, &["run"]).output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("7 ran"), "{said}");
     let all = p.read("out/total/all.txt");
@@ -218,11 +223,7 @@ fn a_failing_job_reports_its_exit_code_and_log() {
     let name = format!("bad_{}", tag());
     one_stage(&p, &name, "echo broken input >&2; exit 3");
     let out = azimuth(&p, &shims, &conf, &["run"]).output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("exit code 3 (Slurm job"), "{said}");
     assert!(said.contains("broken input"), "the job's log is shown: {said}");
@@ -269,11 +270,7 @@ fn a_run_killed_midway_is_resumed_by_adopting_its_jobs() {
     assert!(!p.exists(&format!("out/{name}/o.txt")));
     // The job goes on without its orchestrator; the next run adopts it.
     let out = azimuth(&p, &shims, &conf, &["run"]).output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(out.status.success(), "{said}");
     assert!(
         said.contains(&format!("(Slurm job {id} of an earlier run)")),
