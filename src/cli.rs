@@ -500,7 +500,7 @@ fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, printer: &Printer)
         push_records(
             store,
             remote,
-            summary.records.values().filter(|r| store.has_local_record(&r.key)),
+            summary.records.values(),
             printer,
         );
     }
@@ -631,14 +631,14 @@ fn cache_push(
     let records: Vec<&RunRecord> = chosen
         .iter()
         .filter_map(|&i| states[i].record())
-        .filter(|r| store.has_local_record(&r.key))
         .collect();
     let skipped = chosen.len() - records.len();
     let ok = push_records(store, remote, records.into_iter(), printer);
     if skipped > 0 {
         printer.status(&format!(
-            "{skipped} instance{} not computed here (dirty, or only in the remote) were not pushed",
-            if skipped == 1 { "" } else { "s" }
+            "{skipped} dirty instance{} (not computed yet) not pushed; `azimuth run` computes and \
+             pushes them",
+            if skipped == 1 { " was" } else { "s were" }
         ));
     }
     if ok {

@@ -121,6 +121,7 @@ pub fn stage_graph(p: &Pipeline) -> StageGraph {
                 },
                 instances: 0,
                 generator: inst.kind == crate::registry::StageKind::Generator,
+                gathers_all: inst.gathers_all,
             });
             nodes.len() - 1
         });

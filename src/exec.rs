@@ -1067,13 +1067,24 @@ fn reap(
         }
         Ok(_) => commit(&outputs, &store),
     };
-    let log = read_log(&log_path);
+    report_finished(i, result, None, &log_path, staging, &tx);
+}
+
+/// Sends a finished attempt (with its log) to the scheduler.
+fn report_finished(
+    idx: usize,
+    result: Result<BTreeMap<String, OutputEntry>, String>,
+    host: Option<String>,
+    log_path: &std::path::Path,
+    staging: Staging,
+    tx: &mpsc::Sender<Finished>,
+) {
     let _ = tx.send(Finished {
-        idx: i,
+        idx,
         result,
-        log,
+        log: read_log(log_path),
         staging,
-        host: None,
+        host,
     });
 }
 
@@ -1106,14 +1117,8 @@ fn reap_slurm(
             ),
         },
     };
-    let log = read_log(&log_path);
-    let _ = tx.send(Finished {
-        idx: i,
-        result,
-        log,
-        staging,
-        host: host.filter(|h| !h.is_empty()),
-    });
+    let host = host.filter(|h| !h.is_empty());
+    report_finished(i, result, host, &log_path, staging, &tx);
 }
 
 fn commit(

@@ -503,10 +503,6 @@ impl Store {
         Some(record)
     }
 
-    /// Whether this store itself has the record of `key` (not asking the remote).
-    pub fn has_local_record(&self, key: &Digest) -> bool {
-        self.record_path(key).is_file()
-    }
 
     /// The commit point of a stage: written only after all its objects are in place.
     pub fn write_record(&self, r: &RunRecord) -> io::Result<()> {

@@ -56,7 +56,8 @@ pub trait Remote: Send + Sync {
         bytes: &[u8],
     ) -> io::Result<()>;
     /// Joins the chunks (`chunks[i]` is chunk i's digest) into the object, checks that the
-    /// result has digest `d` and `size` bytes, and makes it visible; a no-op if it exists.
+    /// result has digest `d` and `size` bytes, and makes it visible. If the object exists
+    /// already, it only clears what this upload left.
     fn finish_upload(&self, d: &Digest, size: u64, chunks: &[Digest]) -> io::Result<()>;
     /// The record of `key` (its JSON bytes), if the remote has one.
     fn get_record(&self, key: &Digest) -> io::Result<Option<Vec<u8>>>;
@@ -157,32 +158,28 @@ pub fn upload_chunked(
     let mut chunks = Vec::with_capacity(count as usize);
     let mut out = Uploaded::default();
     for r in results {
-        let (cd, reused) = match r {
-            Ok(x) => x,
-            // Another machine may have finished the same object meanwhile (and removed the
-            // chunks under us): that is success.
-            Err(_) if remote.object_size(d)?.is_some() => {
-                return Ok(Uploaded {
-                    present: true,
-                    ..out
-                })
+        match r {
+            Ok((cd, reused)) => {
+                chunks.push(cd);
+                if reused {
+                    out.reused += 1;
+                } else {
+                    out.sent += 1;
+                }
             }
+            // Another machine finished the same object meanwhile (and removed the upload under
+            // us): that is success, and finishing below clears what our chunks re-created.
+            Err(_) if remote.object_size(d)?.is_some() => out.present = true,
             Err(e) => return Err(e),
-        };
-        chunks.push(cd);
-        if reused {
-            out.reused += 1;
-        } else {
-            out.sent += 1;
         }
     }
     match remote.finish_upload(d, size, &chunks) {
         Ok(()) => Ok(out),
         // Another machine finished the same object first (and took the upload with it).
-        Err(_) if remote.object_size(d)?.is_some() => Ok(Uploaded {
-            present: true,
-            ..out
-        }),
+        Err(_) if remote.object_size(d)?.is_some() => {
+            out.present = true;
+            Ok(out)
+        }
         Err(e) => Err(e),
     }
 }
@@ -251,21 +248,14 @@ pub struct Pushed {
 pub fn record_objects(
     store: &crate::store::Store,
     r: &crate::store::RunRecord,
-) -> io::Result<Vec<(Digest, u64)>> {
+) -> io::Result<Vec<Digest>> {
     let mut out = Vec::new();
     for e in r.outputs.values() {
-        match e.kind {
-            crate::store::ArtifactKind::File => out.push((e.digest, e.size)),
-            crate::store::ArtifactKind::Dir => {
-                let m = store.read_manifest(&e.digest)?;
-                out.push((e.digest, 0));
-                out.extend(m.entries.iter().map(|x| (x.digest, x.size)));
-            }
-        }
+        out.extend(store.output_objects(e)?);
     }
-    out.extend(r.log.map(|l| (l, 0)));
-    out.sort_unstable_by_key(|(d, _)| d.0);
-    out.dedup_by_key(|(d, _)| d.0);
+    out.extend(r.log);
+    out.sort_unstable_by_key(|d| d.0);
+    out.dedup();
     Ok(out)
 }
 
@@ -281,7 +271,7 @@ pub fn push_record(
         p.already = true;
         return Ok(p);
     }
-    for (d, _) in record_objects(store, r)? {
+    for d in record_objects(store, r)? {
         let path = store.ensure_object(&d)?;
         let u = upload(remote, &d, &path)?;
         if u.present {
@@ -306,7 +296,7 @@ pub fn pull_record(
     r: &crate::store::RunRecord,
 ) -> io::Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
-    for (d, _) in record_objects(store, r)? {
+    for d in record_objects(store, r)? {
         if !store.has_object(&d) {
             let path = store.ensure_object(&d)?;
             n += 1;

@@ -77,6 +77,8 @@ pub struct Instance {
     /// Where it runs (the stage's `executor:`, else the pipeline's, else local). Not in the key:
     /// a result is the same wherever it was computed.
     pub executor: Executor,
+    /// An input is `"*"`: every output of every other stage.
+    pub gathers_all: bool,
     pub span: Span,
 }
 

@@ -971,6 +971,11 @@ fn build_instance(
         device_dependent: builtin.is_some_and(|b| b.device_dependent),
         provenance: None,
         executor: s.executor.unwrap_or_default(),
+        gathers_all: s
+            .inputs
+            .iter()
+            .flat_map(|d| &d.refs)
+            .any(|r| matches!(r, RefDecl::Everything { .. })),
         span: s.name_span,
     })
 }

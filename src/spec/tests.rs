@@ -266,6 +266,8 @@ stages:
         ["a[k=1].x", "a[k=1].y", "a[k=2].x", "a[k=2].y", "b.z"]
     );
     assert_eq!(names(&p).last(), Some(&"everything"));
+    let gathers = |n: &str| p.instances[p.instance(n).unwrap()].gathers_all;
+    assert!(gathers("everything") && !gathers("b"), "only a `\"*\"` input marks a stage");
     let e = errors(
         r#"
 stages:

@@ -284,8 +284,11 @@ fn a_declared_report_stage_matches_its_numbers_snapshot_and_is_deterministic() {
         );
     }
     assert!(!html.contains("<section id=\"run\">"), "no run-time facts in the stage's page");
-    assert!(html.contains("<h3>The unembedding matrix W</h3>") || !html.contains("w.skymap"));
-    assert!(html.contains("<h3>Simulations</h3>"), "the tidal toy's plot");
+    // The only figure is the tidal toy's, filed under its family.
+    let figures = &html[html.find("<section id=\"figures\">").unwrap()..];
+    let figures = &figures[..figures.find("</section>").unwrap()];
+    assert_eq!(figures.matches("<figure").count(), 1, "{figures}");
+    assert!(figures.contains("<h3>Simulations</h3>") && figures.contains("<code>tidal</code>"));
     // The decoded dead tokens: the 55 black-hole members are among them, with their text.
     assert!(html.contains("(55 in black holes)"), "dead-token counts");
     assert!(html.contains("<td class=\"tok\">tok"), "decoded text");

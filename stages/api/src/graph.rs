@@ -5,8 +5,10 @@
 //! Layout: layers by longest path from the sources (left to right), order within a layer by a
 //! few down-and-up barycentre sweeps (fewer crossings) inside weakly connected bands, edges as
 //! cubic curves from the right side of a box to the left side of the next. Generators are filled
-//! boxes, analyzers outlined ones. Sizes come from a fixed character width, so the same graph
-//! gives the same bytes everywhere.
+//! boxes, analyzers outlined ones. A stage whose input is `"*"` (`StageNode::gathers_all`, a
+//! report) would draw an edge from every box: it is drawn dashed, alone in a last column, without
+//! edges. Sizes come from a fixed character width, so the same graph gives the same bytes
+//! everywhere.
 
 use std::fmt::Write as _;
 
@@ -20,6 +22,10 @@ pub struct StageNode {
     pub what: String,
     pub instances: usize,
     pub generator: bool,
+    /// Its input is `"*"` (every output of every other stage): drawn apart, without the fan
+    /// of edges that would come from every box.
+    #[serde(default)]
+    pub gathers_all: bool,
 }
 
 /// Nodes in first-instance order and deduplicated edges (upstream, consumer) between them.
@@ -49,7 +55,7 @@ pub fn svg(graph: &StageGraph) -> String {
     let n = nodes.len();
     // A stage that gathers every other stage (a report over `"*"`) would draw an edge from each
     // box; it is drawn alone in a last column, dashed, with no edges.
-    let gathers = gathers_all(graph);
+    let gathers: Vec<bool> = nodes.iter().map(|nd| nd.gathers_all).collect();
     let edges: Vec<(usize, usize)> = graph
         .edges
         .iter()
@@ -246,47 +252,47 @@ pub fn svg(graph: &StageGraph) -> String {
     s
 }
 
-/// Nodes whose inputs come from every other node (at least two): stages that gather `"*"`.
-pub fn gathers_all(graph: &StageGraph) -> Vec<bool> {
-    let n = graph.nodes.len();
-    let mut from: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); n];
-    for &(u, c) in &graph.edges {
-        if u != c {
-            from[c].insert(u);
-        }
-    }
-    (0..n).map(|i| n >= 3 && from[i].len() == n - 1).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn node(name: &str) -> StageNode {
+    fn node(name: &str, gathers_all: bool) -> StageNode {
         StageNode {
             name: name.into(),
             what: "cmd x".into(),
             instances: 1,
             generator: false,
+            gathers_all,
         }
     }
 
     #[test]
     fn a_stage_gathering_everything_is_drawn_last_without_edges() {
         let graph = StageGraph {
-            nodes: vec![node("a"), node("b"), node("c"), node("report")],
+            nodes: vec![
+                node("a", false),
+                node("b", false),
+                node("c", false),
+                node("report", true),
+            ],
             edges: vec![(0, 1), (1, 2), (0, 3), (1, 3), (2, 3)],
         };
-        assert_eq!(gathers_all(&graph), [false, false, false, true]);
         let svg = svg(&graph);
         assert_eq!(svg.matches("class=\"edge\"").count(), 2);
         assert!(svg.contains("cmd x ← every stage"));
-        assert!(svg.contains("stroke-dasharray"));
-        // Two stages in a chain are not "everything".
-        let small = StageGraph {
-            nodes: vec![node("a"), node("b")],
-            edges: vec![(0, 1)],
+        assert_eq!(svg.matches("stroke-dasharray").count(), 1);
+        // The same shape without the mark is an ordinary stage with its three edges.
+        let plain = StageGraph {
+            nodes: vec![
+                node("a", false),
+                node("b", false),
+                node("c", false),
+                node("d", false),
+            ],
+            ..graph
         };
-        assert_eq!(gathers_all(&small), [false, false]);
+        let svg = super::svg(&plain);
+        assert_eq!(svg.matches("class=\"edge\"").count(), 5);
+        assert!(!svg.contains("every stage"));
     }
 }
